@@ -1,0 +1,171 @@
+"""train(cfg, output_dir): one run from a composed config to a checkpointed, evaluated model.
+
+Plain function, no Hydra inside: tests and other tools call it with any output folder.
+"""
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+import eva
+from eva.data import build_data
+from eva.engine.checkpoint import save_checkpoint
+from eva.engine.device import resolve_device
+from eva.engine.loop import evaluate, train_one_epoch
+from eva.engine.seed import seed_everything
+from eva.models import build_model, count_parameters
+from eva.optim import L1Penalty, build_optimizer, build_scheduler
+from eva.validate import validate
+
+log = logging.getLogger(__name__)
+
+
+def model_summary(model: torch.nn.Module, input_shape: tuple[int, ...], device) -> str:
+    """torchinfo's table: layers, output shapes, parameter counts."""
+    import torchinfo
+
+    stats = torchinfo.summary(
+        model,
+        input_size=(1, *input_shape),
+        device=device,
+        col_names=("output_size", "num_params"),
+        depth=4,  # deep enough to show the convs inside depthwise-separable blocks
+        verbose=0,
+    )
+    return str(stats)
+
+
+def write_json(data: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def train(cfg: DictConfig, output_dir: str | Path) -> dict:
+    """Train cfg.model on cfg.dataset; write checkpoints/best.pt and results.json.
+
+    Returns the results dict; its "objective" is what a sweep maximises (best_test_acc, or
+    best_val_acc when dataset.val_size > 0 so that no sweep tunes on the test set).
+    """
+    validate(cfg)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    started = time.perf_counter()
+
+    data = build_data(cfg, pin_memory=device.type == "cuda")
+    d = cfg.dataset
+    input_shape = (d.in_channels, d.image_size, d.image_size)
+    model = build_model(cfg.model, d.in_channels, d.num_classes).to(device)
+    params = count_parameters(model)
+    summary = model_summary(model, input_shape, device)
+    (output_dir / "model_summary.txt").write_text(summary + "\n")
+    log.info("model %s on %s\n%s", cfg.model.name, device, summary)
+    log.info("data %s: %s", d.name, data.sizes)
+
+    optimizer = build_optimizer(cfg, model)
+    schedule = build_scheduler(cfg, optimizer, steps_per_epoch=len(data.train))
+    l1 = L1Penalty(model, cfg.l1_weight)
+    selected_on = "val" if data.val is not None else "test"
+    checkpoint_path = output_dir / "checkpoints" / "best.pt"
+    config = OmegaConf.to_container(cfg, resolve=True)
+
+    history: list[dict] = []
+    best: dict = {}
+    for epoch in range(1, cfg.epochs + 1):
+        stats = train_one_epoch(
+            model,
+            data.train,
+            optimizer,
+            schedule,
+            device,
+            l1=l1,
+            progress=cfg.progress,
+            description=f"epoch {epoch}/{cfg.epochs}",
+        )
+        schedule.step_epoch()
+        test_loss, test_acc = evaluate(model, data.test, device)
+        row = {
+            "epoch": epoch,
+            "train_loss": stats.loss,
+            "train_acc": stats.acc,
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+            "lr": stats.lr,
+            "epoch_seconds": stats.seconds,
+            "images_per_second": stats.images_per_second,
+        }
+        if data.val is not None:
+            row["val_loss"], row["val_acc"] = evaluate(model, data.val, device)
+        history.append(row)
+
+        score = row[f"{selected_on}_acc"]
+        improved = not best or score > best[f"{selected_on}_acc"]
+        if improved:
+            best = row
+            save_checkpoint(
+                {
+                    "model": model.state_dict(),
+                    "model_name": cfg.model.name,
+                    "epoch": epoch,
+                    "selected_on": selected_on,
+                    "metrics": row,
+                    "classes": data.classes,
+                    "config": config,
+                    "eva_version": eva.__version__,
+                },
+                checkpoint_path,
+            )
+        val = f" val_acc {row['val_acc']:.4f}" if data.val is not None else ""
+        log.info(
+            "epoch %d/%d  train_loss %.4f train_acc %.4f  test_loss %.4f test_acc %.4f%s  "
+            "lr %.2e  %.1fs %.0f img/s%s",
+            epoch,
+            cfg.epochs,
+            stats.loss,
+            stats.acc,
+            test_loss,
+            test_acc,
+            val,
+            stats.lr,
+            stats.seconds,
+            stats.images_per_second,
+            "  (best, saved)" if improved else "",
+        )
+
+    results = {
+        "best_test_acc": best["test_acc"],
+        "final_test_acc": history[-1]["test_acc"],
+        "best_epoch": best["epoch"],
+        "selected_on": selected_on,
+        "epochs_completed": len(history),
+        "params": params,
+        "best_checkpoint": str(checkpoint_path.absolute()),
+        "model": cfg.model.name,
+        "dataset": d.name,
+        "device": str(device),
+        "sizes": data.sizes,
+        "seconds": time.perf_counter() - started,
+        "history": history,
+    }
+    if data.val is not None:
+        results["best_val_acc"] = best["val_acc"]
+    results["objective"] = results[f"best_{selected_on}_acc"]
+    write_json(results, output_dir / "results.json")
+    log.info(
+        "done: best %s_acc %.4f at epoch %d (test_acc %.4f); results in %s",
+        selected_on,
+        results["objective"],
+        best["epoch"],
+        best["test_acc"],
+        output_dir / "results.json",
+    )
+    return results
