@@ -1,0 +1,55 @@
+"""Device selection and checkpoint files."""
+
+import pytest
+import torch
+
+from eva.engine.checkpoint import load_checkpoint, save_checkpoint
+from eva.engine.device import resolve_device
+from eva.errors import EvaError
+
+
+def test_auto_and_cpu_devices():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("cuda:7", "device='cuda:7': this machine has"),
+        ("tpu", "device='tpu': expected auto, cpu, cuda or cuda:N"),
+        ("meta", "device='meta': expected auto, cpu, cuda or cuda:N"),
+    ],
+)
+def test_unavailable_or_unknown_devices_are_clear_errors(spec, message):
+    if spec == "cuda:7" and torch.cuda.device_count() > 7:
+        pytest.skip("this machine really has a cuda:7")
+    with pytest.raises(EvaError, match=message.replace("(", r"\(")):
+        resolve_device(spec)
+
+
+def test_checkpoint_round_trip_is_weights_only_and_leaves_no_temp_file(tmp_path):
+    path = tmp_path / "checkpoints" / "best.pt"
+    state = {"model": {"w": torch.arange(3.0)}, "epoch": 2, "config": {"seed": 1}}
+    save_checkpoint(state, path)
+    loaded = load_checkpoint(path)
+    assert torch.equal(loaded["model"]["w"], state["model"]["w"])
+    assert loaded["epoch"] == 2 and loaded["config"] == {"seed": 1}
+    assert [p.name for p in path.parent.iterdir()] == ["best.pt"]
+
+
+def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path):
+    path = tmp_path / "best.pt"
+    save_checkpoint({"epoch": 1}, path)
+    with pytest.raises(Exception):  # noqa: B017 (pickling a lambda fails; which error varies)
+        save_checkpoint({"epoch": 2, "bad": lambda: None}, path)
+    assert load_checkpoint(path) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]  # no temp file left over
+
+
+def test_loading_refuses_pickled_code(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"callback": print}, path)  # plain torch.save can pickle any object
+    with pytest.raises(Exception, match="[Ww]eights only"):
+        load_checkpoint(path)
