@@ -1,0 +1,97 @@
+"""Data: raw splits, subsets, a validation split and the loaders, from the `dataset` and
+`augment` config groups."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from eva.data.datasets import ImageSet, load_split
+from eva.data.loaders import TensorBatches, augmented_loader
+from eva.errors import EvaError
+
+__all__ = ["Data", "build_data", "split_indices", "ImageSet", "load_split"]
+
+
+@dataclass
+class Data:
+    train: object  # iterable of (images, labels) batches with len(): DataLoader or TensorBatches
+    test: TensorBatches
+    val: TensorBatches | None  # picks the best checkpoint when dataset.val_size > 0
+    train_set: ImageSet  # raw uint8 training images (after subsetting), for reports
+    test_set: ImageSet
+    classes: list[str]
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        val = 0 if self.val is None else len(self.val.labels)
+        return {"train": len(self.train_set), "val": val, "test": len(self.test_set)}
+
+
+def _check_size(key: str, value, available: int) -> None:
+    if value is not None and not 0 < value <= available:
+        raise EvaError(f"{key}={value}: must be between 1 and {available}")
+
+
+def split_indices(n_train: int, n_test: int, cfg, seed: int):
+    """(train, val, test) index arrays, the same ones for the same seed.
+
+    The validation samples come out of the training split first; train_subset then picks
+    from what is left, so a validation sample is never trained on.
+    """
+    val_size = cfg.val_size
+    if val_size < 0 or val_size >= n_train:
+        raise EvaError(f"dataset.val_size={val_size}: must be between 0 and {n_train - 1}")
+    _check_size("dataset.train_subset", cfg.train_subset, n_train - val_size)
+    _check_size("dataset.test_subset", cfg.test_subset, n_test)
+
+    train = np.arange(n_train)
+    if val_size or cfg.train_subset:
+        train = np.random.default_rng([seed, 0]).permutation(n_train)
+    val, train = train[:val_size], train[val_size:]
+    if cfg.train_subset:
+        train = train[: cfg.train_subset]
+    test = np.arange(n_test)
+    if cfg.test_subset:
+        test = np.random.default_rng([seed, 1]).permutation(n_test)[: cfg.test_subset]
+    return np.sort(train), np.sort(val), np.sort(test)
+
+
+def build_data(cfg, pin_memory: bool = False) -> Data:
+    """Load the dataset named by cfg.dataset and wrap it in loaders for the run."""
+    from eva.data.augment import build_train_transform
+
+    dcfg = cfg.dataset
+    full_train, full_test = load_split(dcfg, train=True), load_split(dcfg, train=False)
+    if full_train.images.shape[1:] != (dcfg.image_size, dcfg.image_size, dcfg.in_channels):
+        raise EvaError(
+            f"dataset {dcfg.name}: images are {full_train.images.shape[1:]} (H, W, C), the "
+            f"config says image_size={dcfg.image_size}, in_channels={dcfg.in_channels}"
+        )
+    train_idx, val_idx, test_idx = split_indices(len(full_train), len(full_test), dcfg, cfg.seed)
+    train_set, test_set = full_train.subset(train_idx), full_test.subset(test_idx)
+    mean, std = list(dcfg.mean), list(dcfg.std)
+
+    # One seeded generator orders the training batches: same seed, same order.
+    generator = torch.Generator().manual_seed(cfg.seed)
+    transform = build_train_transform(cfg.augment, dcfg.image_size, mean, std, cfg.seed)
+    if transform is None:
+        train = TensorBatches(
+            train_set.images, train_set.labels, mean, std, cfg.batch_size, True, generator
+        )
+    else:
+        train = augmented_loader(
+            train_set.images,
+            train_set.labels,
+            transform,
+            cfg.batch_size,
+            generator,
+            dcfg.num_workers,
+            pin_memory,
+        )
+
+    def evaluation(s: ImageSet) -> TensorBatches:
+        return TensorBatches(s.images, s.labels, mean, std, cfg.batch_size)  # never shuffled
+
+    val = evaluation(full_train.subset(val_idx)) if len(val_idx) else None
+    return Data(train, evaluation(test_set), val, train_set, test_set, full_train.classes)

@@ -1,0 +1,120 @@
+"""Raw datasets as uint8 arrays: images (N, H, W, C) and labels (N,).
+
+Keeping the raw uint8 pixels (not PIL images, not pre-normalized floats) lets the same arrays
+feed albumentations, the batched tensor path and the report plots.
+"""
+
+import gzip
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.error import URLError
+
+import numpy as np
+
+from eva.errors import EvaError
+
+# Where the Debian package dataset-fashion-mnist puts the gzipped idx files.
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+
+
+@dataclass
+class ImageSet:
+    images: np.ndarray  # uint8, (N, H, W, C)
+    labels: np.ndarray  # int64, (N,)
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: np.ndarray) -> "ImageSet":
+        return ImageSet(self.images[indices], self.labels[indices], self.classes)
+
+
+def data_root(cfg) -> Path:
+    """dataset.root as an absolute path (relative paths start at the launch directory)."""
+    return Path(cfg.root).expanduser().absolute()
+
+
+def load_split(cfg, train: bool) -> ImageSet:
+    """The training or test split of the dataset named by cfg.name."""
+    loaders = {"cifar10": _cifar10, "fashion_mnist": _fashion_mnist, "synthetic": _synthetic}
+    if cfg.name not in loaders:
+        raise EvaError(f"dataset.name={cfg.name!r} is not known (known: {', '.join(loaders)})")
+    return loaders[cfg.name](cfg, train)
+
+
+def _cifar10(cfg, train: bool) -> ImageSet:
+    from torchvision.datasets import CIFAR10
+
+    root = data_root(cfg)
+    try:
+        ds = CIFAR10(root, train=train, download=False)
+    except RuntimeError:  # missing or failing its md5 check
+        if not cfg.download:
+            raise EvaError(
+                f"CIFAR-10 not found in {root / 'cifar-10-batches-py'} and dataset.download=false"
+            ) from None
+        try:
+            ds = CIFAR10(root, train=train, download=True)
+        except (URLError, OSError, RuntimeError) as e:
+            reason = str(getattr(e, "reason", e)).splitlines()[0]
+            raise EvaError(
+                f"CIFAR-10 not found in {root / 'cifar-10-batches-py'} and the download failed "
+                f"({reason}): put {CIFAR10_URL.rsplit('/', 1)[1]} from {CIFAR10_URL} in {root}"
+            ) from None
+    return ImageSet(np.asarray(ds.data), np.asarray(ds.targets, dtype=np.int64), list(ds.classes))
+
+
+def _unpack_debian_fashion_mnist(raw: Path) -> None:
+    """Gunzip the Debian package's idx files into raw/ (once), where torchvision looks."""
+    raw.mkdir(parents=True, exist_ok=True)
+    for name in FASHION_MNIST_FILES:
+        target = raw / name
+        if target.exists():
+            continue
+        tmp = target.with_suffix(".part")
+        with gzip.open(DEBIAN_FASHION_MNIST / f"{name}.gz", "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        tmp.replace(target)  # atomic: a killed unpack never leaves a truncated file behind
+
+
+def _fashion_mnist(cfg, train: bool) -> ImageSet:
+    from torchvision.datasets import FashionMNIST
+
+    root = data_root(cfg)
+    raw = root / "FashionMNIST" / "raw"
+    have = all((raw / f).exists() for f in FASHION_MNIST_FILES)
+    debian = all((DEBIAN_FASHION_MNIST / f"{f}.gz").exists() for f in FASHION_MNIST_FILES)
+    if not have and debian:
+        _unpack_debian_fashion_mnist(raw)
+    try:
+        ds = FashionMNIST(root, train=train, download=cfg.download and not (have or debian))
+    except (URLError, OSError, RuntimeError) as e:
+        reason = str(getattr(e, "reason", e)).splitlines()[0]
+        raise EvaError(
+            f"Fashion-MNIST not found in {raw} ({reason}): install the Debian package "
+            f"dataset-fashion-mnist, or put the four *-ubyte files there"
+        ) from None
+    images = ds.data.numpy()[..., None]  # (N, 28, 28) -> (N, 28, 28, 1)
+    return ImageSet(images, ds.targets.numpy().astype(np.int64), list(ds.classes))
+
+
+def _synthetic(cfg, train: bool) -> ImageSet:
+    """Noise plus a faint fixed pattern per class: learnable, but not in one step."""
+    shape = (cfg.image_size, cfg.image_size, cfg.in_channels)
+    templates = np.random.default_rng(0).uniform(0, 255, (cfg.num_classes, *shape))
+    rng = np.random.default_rng(1 if train else 2)
+    n = cfg.train_size if train else cfg.test_size
+    labels = rng.integers(0, cfg.num_classes, n)
+    noise = rng.uniform(0, 255, (n, *shape))
+    images = (0.3 * templates[labels] + 0.7 * noise).clip(0, 255).astype(np.uint8)
+    classes = [f"class{i}" for i in range(cfg.num_classes)]
+    return ImageSet(images, labels.astype(np.int64), classes)
