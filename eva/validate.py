@@ -21,6 +21,7 @@ def validate(cfg) -> None:
         cfg.mode in IMPLEMENTED_MODES,
         f"mode={cfg.mode}: not available in this version of eva (only mode=train)",
     )
+    _require(not cfg.resume, "resume=true: not available in this version of eva")
     _require(cfg.epochs > 0, f"epochs={cfg.epochs}: must be a positive whole number")
     _require(cfg.batch_size > 0, f"batch_size={cfg.batch_size}: must be a positive whole number")
     _require(cfg.threads is None or cfg.threads > 0, f"threads={cfg.threads}: must be positive")

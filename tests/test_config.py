@@ -91,6 +91,8 @@ def test_experiment_preset_overrides_groups_and_run_keys(compose):
         ("optimizer.lr=-0.1", "optimizer.lr=-0.1"),
         ("l1_weight=-1e-5", "l1_weight=-1e-05"),
         ("mode=predict", "mode='predict'"),
+        ("mode=lr_find", "mode=lr_find: not available"),
+        ("resume=true", "resume=true: not available"),
         ("scheduler.max_lr=0", "scheduler.max_lr=0"),
         ("dataset=cifar10", None),  # valid: nothing raised
     ],

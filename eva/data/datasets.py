@@ -38,6 +38,11 @@ class ImageSet:
         return ImageSet(self.images[indices], self.labels[indices], self.classes)
 
 
+def _why(e: BaseException) -> str:
+    """First line of why a load failed (URLError keeps the cause in .reason)."""
+    return str(getattr(e, "reason", e)).splitlines()[0]
+
+
 def data_root(cfg) -> Path:
     """dataset.root as an absolute path (relative paths start at the launch directory)."""
     return Path(cfg.root).expanduser().absolute()
@@ -65,10 +70,9 @@ def _cifar10(cfg, train: bool) -> ImageSet:
         try:
             ds = CIFAR10(root, train=train, download=True)
         except (URLError, OSError, RuntimeError) as e:
-            reason = str(getattr(e, "reason", e)).splitlines()[0]
             raise EvaError(
                 f"CIFAR-10 not found in {root / 'cifar-10-batches-py'} and the download failed "
-                f"({reason}): put {CIFAR10_URL.rsplit('/', 1)[1]} from {CIFAR10_URL} in {root}"
+                f"({_why(e)}): put {CIFAR10_URL.rsplit('/', 1)[1]} from {CIFAR10_URL} in {root}"
             ) from None
     return ImageSet(np.asarray(ds.data), np.asarray(ds.targets, dtype=np.int64), list(ds.classes))
 
@@ -97,10 +101,9 @@ def _fashion_mnist(cfg, train: bool) -> ImageSet:
         _unpack_debian_fashion_mnist(raw)
     try:
         ds = FashionMNIST(root, train=train, download=cfg.download and not (have or debian))
-    except (URLError, OSError, RuntimeError) as e:
-        reason = str(getattr(e, "reason", e)).splitlines()[0]
+    except (URLError, OSError, RuntimeError, ValueError) as e:  # missing, or unreadable
         raise EvaError(
-            f"Fashion-MNIST not found in {raw} ({reason}): install the Debian package "
+            f"Fashion-MNIST not found in {raw} ({_why(e)}): install the Debian package "
             f"dataset-fashion-mnist, or put the four *-ubyte files there"
         ) from None
     images = ds.data.numpy()[..., None]  # (N, 28, 28) -> (N, 28, 28, 1)
