@@ -1,4 +1,4 @@
-"""What `python train.py` runs inside Hydra: the run dir and clean one-line errors."""
+"""What `python train.py` runs inside Hydra: the run dir, the MLflow context, clean errors."""
 
 import os
 import sys
@@ -7,6 +7,27 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from eva.errors import EvaError
+
+
+def launch_context(cfg: DictConfig, hydra_cfg):
+    """What the config alone does not say: launch dir, and in a sweep the parent run."""
+    from hydra.types import RunMode
+
+    from eva.tracking.callback import job_run_name, parent_from_env
+    from eva.tracking.run import Launch
+
+    launch = Launch(launch_dir=Path(hydra_cfg.runtime.cwd))
+    parent = parent_from_env() if hydra_cfg.mode == RunMode.MULTIRUN else None
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        num = hydra_cfg.job.num
+        overrides = list(hydra_cfg.overrides.task)
+        fixed = parent["fixed_keys"] if parent else []
+        base = cfg.tracking.run_name or cfg.name
+        launch.run_name = job_run_name(base, num, overrides, fixed)
+        sweep_dir = launch.launch_dir / hydra_cfg.sweep.dir  # an absolute dir stays as it is
+        launch.tags = {"hydra_job_num": str(num), "sweep_dir": str(sweep_dir)}
+        launch.parent_run_id = parent["run_id"] if parent else None
+    return launch
 
 
 def run_job(cfg: DictConfig) -> float:
@@ -19,7 +40,13 @@ def run_job(cfg: DictConfig) -> float:
     try:
         from eva.training import train
 
-        return float(train(cfg, output_dir)["objective"])
+        return float(train(cfg, output_dir, launch_context(cfg, hydra_cfg))["objective"])
+    except KeyboardInterrupt:
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise  # the sweep stops too; its parent run ends KILLED
+        killed = "MLflow run marked KILLED; " if cfg.tracking.enabled else ""
+        print(f"Interrupted: {killed}outputs so far in {output_dir}", file=sys.stderr)
+        sys.exit(130)
     except EvaError as e:
         # In a sweep the exception fails this job only; the sweeper decides what follows.
         if hydra_cfg.mode == RunMode.MULTIRUN or os.environ.get("HYDRA_FULL_ERROR") == "1":

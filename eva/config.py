@@ -176,6 +176,24 @@ class ConstantConfig(SchedulerConfig):
     name: str = "constant"
 
 
+# --------------------------------------------------------------------------- tracking
+
+
+@dataclass
+class TrackingConfig:
+    """Where and what a run records in MLflow (eva/tracking)."""
+
+    enabled: bool = True
+    # null: $MLFLOW_TRACKING_URI if set, else sqlite:///<launch dir>/mlflow.db.
+    # Also sqlite:///other.db (relative to the launch dir) or http://host:port of a server.
+    uri: Optional[str] = None
+    experiment: str = "eva"  # experiment presets set their own
+    run_name: Optional[str] = None  # null: the run's `name`; sweep jobs add job number + overrides
+    log_model: bool = True  # mlflow.pytorch.log_model of the best weights (loadable, servable)
+    log_checkpoint: bool = True  # checkpoints/best.pt as an artifact (ResNet-18: 45 MB)
+    timeout: float = 10.0  # seconds to wait for an http tracking server before giving up
+
+
 # --------------------------------------------------------------------------- run
 
 
@@ -186,6 +204,7 @@ class TrainConfig:
     augment: Any = MISSING
     optimizer: Any = MISSING
     scheduler: Any = MISSING
+    tracking: Any = MISSING
     name: str = "${model.name}-${dataset.name}"  # names the output folder
     mode: str = "train"  # train | test | lr_find
     seed: int = 1
@@ -214,6 +233,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "augment": {"none": AugmentConfig, "session6": AugmentConfig, "resnet": AugmentConfig},
     "optimizer": {"sgd": SGDConfig, "adam": AdamConfig, "adamw": AdamWConfig},
     "scheduler": {"onecycle": OneCycleConfig, "step": StepConfig, "constant": ConstantConfig},
+    "tracking": {"mlflow": TrackingConfig},
 }
 
 

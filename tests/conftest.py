@@ -31,6 +31,21 @@ def compose():
     return _compose
 
 
+@pytest.fixture(scope="session", autouse=True)
+def mlflow_store(tmp_path_factory) -> str:
+    """One sqlite MLflow store for the whole session, created once up front.
+
+    Every run in the tests (subprocesses included, through the environment) logs here, not
+    into the repo's mlflow.db. Tests that read runs back use their own experiment names.
+    """
+    from eva.tracking.store import prepare_experiment
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    prepare_experiment(uri, "eva")  # the store takes seconds to create: once, here
+    return uri
+
+
 @pytest.fixture(scope="session")
 def fmnist_root(tmp_path_factory) -> Path:
     """A data root for Fashion-MNIST; eva unpacks the Debian package's files into it."""

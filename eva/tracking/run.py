@@ -1,0 +1,244 @@
+"""One MLflow run per training job: recorded in a few batched calls, always ended honestly.
+
+The training loop talks to a Tracker only: `start` creates the run, `log_epoch` sends one
+batch of metrics per epoch (a call costs ~20 ms; an epoch takes seconds to minutes),
+`log_outputs` uploads files and the model at the end, and `recording()` ends the run
+FINISHED, FAILED (with the error as a tag) or KILLED (Ctrl-C, SIGTERM). A disabled Tracker
+(tracking.enabled=false) accepts every call and does nothing.
+"""
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eva.tracking.store import prepare_experiment, redact, resolve_uri
+
+log = logging.getLogger(__name__)
+
+MAX_TAG = 5000  # characters kept of an error message (MLflow allows 8000)
+
+
+# How the model is saved: torch.export's graph ("pt2"), not a pickle of eva's classes.
+MODEL_FORMAT = {"serialization_format": "pt2"}
+
+
+def model_requirements() -> list[str]:
+    """Given, not inferred: MLflow infers them by re-importing the model in a subprocess,
+    which costs ~8 s per run."""
+    import torch
+
+    return [f"torch=={torch.__version__.split('+')[0]}", "numpy"]
+
+
+@dataclass
+class Launch:
+    """What the launcher knows that the config does not (eva.app fills it from Hydra)."""
+
+    launch_dir: Path = field(default_factory=Path.cwd)
+    run_name: str | None = None  # a sweep job's "<num>: <its overrides>"
+    parent_run_id: str | None = None  # the sweep's parent run
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class Tracker:
+    def __init__(self, uri: str | None = None, experiment_id: str | None = None):
+        self.uri = uri
+        self.experiment_id = experiment_id
+        self.run_id: str | None = None
+        self.model_uri: str | None = None
+        # Wall time spent inside MLflow calls, per phase: open (store + experiment), start
+        # (run + params), epochs (the per-epoch batches), final (files + model), end.
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @property
+    def enabled(self) -> bool:
+        return self.experiment_id is not None
+
+    @classmethod
+    def open(cls, tracking_cfg, launch: Launch) -> "Tracker":
+        """Resolve the store and make sure it and the experiment exist; no run yet.
+
+        Fails in seconds (EvaError) when a tracking server does not answer, before any
+        data is loaded or any run is created.
+        """
+        if not tracking_cfg.enabled:
+            return cls()
+        uri = resolve_uri(tracking_cfg.uri, launch.launch_dir)
+        started = time.perf_counter()
+        experiment_id = prepare_experiment(uri, tracking_cfg.experiment, tracking_cfg.timeout)
+        tracker = cls(uri, experiment_id)
+        tracker.seconds["open"] += time.perf_counter() - started
+        return tracker
+
+    @contextmanager
+    def _timed(self, phase: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - started
+
+    def _client(self):
+        from mlflow import MlflowClient
+
+        return MlflowClient(self.uri)
+
+    def start(self, run_name: str, params: dict[str, str], tags: dict[str, str], parent=None):
+        if not self.enabled:
+            return
+        from mlflow.entities import Param
+
+        with self._timed("start"):
+            client = self._client()
+            if parent:
+                tags = {**tags, "mlflow.parentRunId": parent}
+            run = client.create_run(self.experiment_id, run_name=run_name, tags=tags)
+            self.run_id = run.info.run_id
+            items = [Param(k, v) for k, v in params.items()]
+            for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+                client.log_batch(self.run_id, params=items[i : i + 100])
+        log.info("MLflow run %s (%s) in %s", self.run_id, run_name, redact(self.uri))
+
+    def log_metrics(self, metrics: dict[str, float], step: int, step_phase=None) -> None:
+        """All of one epoch's numbers in a single call."""
+        if not self.run_id:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        with self._timed("epochs" if step_phase is None else step_phase):
+            self._client().log_batch(self.run_id, metrics=batch)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        if not self.run_id:
+            return
+        from mlflow.entities import RunTag
+
+        with self._timed("final"):
+            self._client().log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+    def log_files(self, files: dict[str, Path]) -> None:
+        """{artifact folder ("" for the top): file or folder}; missing paths are skipped."""
+        if not self.run_id:
+            return
+        with self._timed("final"):
+            client = self._client()
+            for folder, path in files.items():
+                path = Path(path)
+                if path.is_dir():
+                    client.log_artifacts(self.run_id, str(path), folder or None)
+                elif path.is_file():
+                    client.log_artifact(self.run_id, str(path), folder or None)
+
+    def log_model(self, model, input_example, step: int) -> str | None:
+        """mlflow.pytorch.log_model in MLflow's "pt2" format (torch.export).
+
+        The exported graph loads without eva's code and without unpickling anything. The
+        input example needs a batch of 2 or more: a batch of 1 would fix the batch size of
+        the exported graph to 1.
+        """
+        if not self.run_id:
+            return None
+        import mlflow
+        import mlflow.pytorch
+
+        with self._timed("final"), _fluent_target(self.uri, self.experiment_id):
+            info = mlflow.pytorch.log_model(
+                model,
+                name="model",
+                input_example=input_example,
+                run_id=self.run_id,
+                step=step,
+                **MODEL_FORMAT,
+                pip_requirements=model_requirements(),
+            )
+        self.model_uri = info.model_uri
+        self.set_tags({"model_uri": info.model_uri})
+        return info.model_uri
+
+    def end(self, status: str, error: str | None = None) -> None:
+        if not self.run_id:
+            return
+        with self._timed("end"):
+            client = self._client()
+            if error:
+                client.set_tag(self.run_id, "error", error[:MAX_TAG])
+            client.set_terminated(self.run_id, status=status)
+        log.info("MLflow run %s ended %s", self.run_id, status)
+
+    def end_quietly(self, status: str, error: str) -> None:
+        """End the run while another exception is on its way out; never mask that one."""
+        try:
+            self.end(status, error)
+        except Exception as e:  # the store itself may be what failed
+            log.warning("could not mark MLflow run %s %s: %s", self.run_id, status, e)
+
+    @contextmanager
+    def recording(self):
+        """End the run FINISHED, FAILED or KILLED, whatever happens inside."""
+        with sigterm_raises_interrupt():
+            try:
+                yield self
+            except KeyboardInterrupt:
+                self.end_quietly("KILLED", "interrupted (Ctrl-C or SIGTERM)")
+                raise
+            except BaseException as e:
+                self.end_quietly("FAILED", f"{type(e).__name__}: {e}")
+                raise
+        self.end("FINISHED")
+
+
+@contextmanager
+def _fluent_target(uri: str, experiment_id: str):
+    """Point MLflow's process-wide tracking URI and experiment at this run, for one call.
+
+    mlflow.pytorch.log_model reads both (its LoggedModel is created in that experiment).
+    Setting them also sets MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_ID in os.environ, which
+    would silently send the next run of this process (a test, a notebook) to this store:
+    everything is put back afterwards. (Private names: exact to the pinned MLflow 3.17.)
+    """
+    import mlflow
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+    import mlflow.tracking.fluent as fluent
+
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
+    saved_env = {name: os.environ.get(name) for name in names}
+    saved = (tracking_utils._tracking_uri, fluent._active_experiment_id)
+    try:
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_experiment(experiment_id=experiment_id)
+        yield
+    finally:
+        tracking_utils._tracking_uri, fluent._active_experiment_id = saved
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's or `kill`'s stop request), handled like Ctrl-C."""
+
+
+@contextmanager
+def sigterm_raises_interrupt():
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def handler(signum, frame):
+        raise Terminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,140 @@
+"""Where runs are recorded: the tracking URI, a server that answers, a store that exists.
+
+MLflow's sqlite store takes seconds to create, and two processes creating it at once crash,
+so the launching process prepares it (under a file lock) before any job starts; jobs then
+find it ready.
+"""
+
+import logging
+import os
+import re
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from eva.errors import EvaError
+
+SQLITE = "sqlite:///"
+DEFAULT_DB = "mlflow.db"
+
+
+def resolve_uri(uri: str | None, launch_dir: Path) -> str:
+    """tracking.uri, else $MLFLOW_TRACKING_URI, else sqlite:///<launch dir>/mlflow.db.
+
+    Relative sqlite paths are made absolute from the launch dir, so every job of a sweep
+    (whatever its working directory) writes to the same file.
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"{SQLITE}{DEFAULT_DB}"
+    if "://" not in uri and uri.endswith(".db"):  # a bare file name means a sqlite file
+        uri = f"{SQLITE}{uri}"
+    if uri.startswith(SQLITE):
+        path = Path(uri[len(SQLITE) :])
+        if not path.is_absolute():
+            return f"{SQLITE}{(Path(launch_dir) / path).resolve()}"
+    return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len(SQLITE) :]) if uri.startswith(SQLITE) else None
+
+
+def is_http(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def redact(uri: str) -> str:
+    """The URI without a password, fit for logs, params and error messages."""
+    parts = urlsplit(uri)
+    if parts.password:
+        netloc = f"{parts.username}:***@{parts.hostname}"
+        netloc += f":{parts.port}" if parts.port else ""
+        return urlunsplit(parts._replace(netloc=netloc))
+    return uri
+
+
+def check_reachable(uri: str, timeout: float) -> None:
+    """Fail in seconds, before any training, when a tracking server does not answer.
+
+    (MLflow's own client retries with back-off for minutes before it gives up.)
+    """
+    if not is_http(uri):
+        return
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            if response.status == 200:
+                return
+            reason = f"HTTP {response.status}"
+    except urllib.error.HTTPError as e:
+        reason = f"HTTP {e.code}"
+    except (urllib.error.URLError, OSError) as e:
+        reason = str(getattr(e, "reason", e))
+    raise EvaError(
+        f"tracking.uri={redact(uri)}: no MLflow server answers ({reason}); start one, "
+        "point tracking.uri elsewhere, or set tracking.enabled=false"
+    )
+
+
+@contextmanager
+def _store_lock(db: Path):
+    """Serialise store creation across processes (a second creator would crash)."""
+    import fcntl
+
+    with open(db.with_name(db.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "experiment"
+
+
+def prepare_experiment(uri: str, name: str, timeout: float = 10.0) -> str:
+    """Create the store and the experiment if needed; return the experiment id.
+
+    On sqlite, artifacts go next to the database (<db dir>/mlartifacts/<experiment>), not
+    into whatever directory the process happens to run in.
+    """
+    check_reachable(uri, timeout)
+    db = sqlite_path(uri)
+    if db is None:
+        return _get_or_create(uri, name, artifact_location=None)
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EvaError(f"tracking.uri={uri}: cannot create {db.parent} ({e.strerror})") from e
+    # Creating the tables logs a dozen INFO lines from alembic; they say nothing to users.
+    for noisy in ("alembic", "mlflow.store.db.utils"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    with _store_lock(db):
+        artifacts = (db.parent / "mlartifacts" / _slug(name)).as_uri()
+        return _get_or_create(uri, name, artifact_location=artifacts)
+
+
+def _get_or_create(uri: str, name: str, artifact_location: str | None) -> str:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(uri)
+    try:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            try:
+                return client.create_experiment(name, artifact_location=artifact_location)
+            except MlflowException:  # another process created it in the meantime
+                experiment = client.get_experiment_by_name(name)
+                if experiment is None:
+                    raise
+        if experiment.lifecycle_stage == "deleted":
+            # Deleted in the UI: runs cannot be added to it until it is restored.
+            logging.getLogger(__name__).warning("restoring deleted MLflow experiment %r", name)
+            client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+    except MlflowException as e:
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise EvaError(f"tracking.uri={redact(uri)}: {message}") from e
