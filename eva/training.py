@@ -113,6 +113,7 @@ def train(cfg: DictConfig, output_dir: str | Path, launch: Launch | None = None)
             "seconds": time.perf_counter() - started,
             "mlflow_run_id": tracker.run_id,
             "mlflow_tracking_uri": redact(tracker.uri) if tracker.uri else None,
+            "mlflow_model_uri": None,  # set once the model is logged, below
             "history": history,
         }
         if data.val is not None:
