@@ -302,6 +302,17 @@ def test_multirun_makes_one_parent_and_a_child_per_job_in_the_launch_dir_store(t
         assert ".hydra/overrides.yaml" in hydra_files
 
 
+def test_multirun_against_a_dead_server_starts_no_job(tmp_path):
+    uri = f"http://127.0.0.1:{free_port()}"
+    r = run_cli(
+        ["-m", *TINY_CLI, "seed=1,2", f"tracking.uri={uri}", "tracking.timeout=2"], tmp_path
+    )
+    assert r.returncode == 1
+    assert f"Error: tracking.uri={uri}: no MLflow server answers" in r.stderr
+    assert "Traceback" not in r.stderr and "Launching" not in r.stdout + r.stderr
+    assert not list(tmp_path.rglob("results.json"))
+
+
 def test_multirun_whose_job_fails_ends_that_child_and_the_parent_failed(tmp_path, mlflow_store):
     """Job 1 fails after its run started (peak epoch beyond a 1-epoch run); Hydra's basic
     sweeper then stops the multirun without calling on_multirun_end."""

@@ -72,6 +72,22 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.tracking.enabled:
             return
+        # Hydra turns a callback's exception into a warning and launches the jobs anyway;
+        # without a store or a parent run the sweep must not start, so exit here.
+        from eva.errors import EvaError
+
+        try:
+            self._start_parent(config)
+        except EvaError as e:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                log.exception("cannot start the sweep")
+            print(f"Error: {e}", file=sys.stderr)
+            sys.exit(1)
+        except Exception:
+            log.exception("cannot create the sweep's MLflow parent run")
+            sys.exit(1)
+
+    def _start_parent(self, config: DictConfig) -> None:
         from eva.tracking.run import Launch, Tracker
 
         launch_dir = Path(config.hydra.runtime.cwd or os.getcwd())
