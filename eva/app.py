@@ -17,8 +17,8 @@ def launch_context(cfg: DictConfig, hydra_cfg):
     from eva.tracking.run import Launch
 
     launch = Launch(launch_dir=Path(hydra_cfg.runtime.cwd))
-    parent = parent_from_env() if hydra_cfg.mode == RunMode.MULTIRUN else None
     if hydra_cfg.mode == RunMode.MULTIRUN:
+        parent = parent_from_env()
         num = hydra_cfg.job.num
         overrides = list(hydra_cfg.overrides.task)
         fixed = parent["fixed_keys"] if parent else []

@@ -237,7 +237,7 @@ def record_outputs(cfg, tracker: Tracker, model, data, results: dict, output_dir
             "run_seconds": results["seconds"],
         },
         step=results["epochs_completed"],
-        step_phase="final",
+        phase="final",
     )
     checkpoint = Path(results["best_checkpoint"])
     files = {

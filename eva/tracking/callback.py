@@ -16,7 +16,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -163,14 +162,10 @@ class MlflowSweepCallback(Callback):
 
     def _watch_for_abnormal_exit(self) -> None:
         """Ctrl-C, SIGTERM or an exception between on_multirun_start and _end: still end."""
-        from eva.tracking.run import Terminated
+        from eva.tracking.run import install_sigterm_interrupt
 
-        if threading.current_thread() is threading.main_thread():
-
-            def on_sigterm(signum, frame):  # between jobs too, not only inside a job's run
-                raise Terminated(f"signal {signum}")
-
-            self._previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
+        # Between jobs too, not only inside a job's run.
+        self._previous_sigterm = install_sigterm_interrupt()
         previous_hook = sys.excepthook
 
         def hook(kind, value, tb):
@@ -192,5 +187,5 @@ class MlflowSweepCallback(Callback):
         if self.interrupted:
             self.tracker.end_quietly("KILLED", "sweep interrupted (Ctrl-C)")
         else:
-            self.tracker.end_quietly("FAILED", "sweep stopped early: a job failed")
+            self.tracker.end_quietly("FAILED", "sweep stopped before its end (see its log)")
         self.tracker = None

@@ -1,8 +1,8 @@
 """One MLflow run per training job: recorded in a few batched calls, always ended honestly.
 
-The training loop talks to a Tracker only: `start` creates the run, `log_epoch` sends one
-batch of metrics per epoch (a call costs ~20 ms; an epoch takes seconds to minutes),
-`log_outputs` uploads files and the model at the end, and `recording()` ends the run
+The training loop talks to a Tracker only: `start` creates the run, `log_metrics` sends one
+batch of metrics per epoch (a call costs ~10-20 ms; an epoch takes seconds to minutes),
+`log_files` and `log_model` upload at the end, and `recording()` ends the run
 FINISHED, FAILED (with the error as a tag) or KILLED (Ctrl-C, SIGTERM). A disabled Tracker
 (tracking.enabled=false) accepts every call and does nothing.
 """
@@ -15,6 +15,7 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from eva.tracking.store import prepare_experiment, redact, resolve_uri
@@ -84,6 +85,7 @@ class Tracker:
         finally:
             self.seconds[phase] += time.perf_counter() - started
 
+    @cached_property
     def _client(self):
         from mlflow import MlflowClient
 
@@ -95,7 +97,7 @@ class Tracker:
         from mlflow.entities import Param
 
         with self._timed("start"):
-            client = self._client()
+            client = self._client
             if parent:
                 tags = {**tags, "mlflow.parentRunId": parent}
             run = client.create_run(self.experiment_id, run_name=run_name, tags=tags)
@@ -105,7 +107,7 @@ class Tracker:
                 client.log_batch(self.run_id, params=items[i : i + 100])
         log.info("MLflow run %s (%s) in %s", self.run_id, run_name, redact(self.uri))
 
-    def log_metrics(self, metrics: dict[str, float], step: int, step_phase=None) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int, phase: str = "epochs") -> None:
         """All of one epoch's numbers in a single call."""
         if not self.run_id:
             return
@@ -113,8 +115,8 @@ class Tracker:
 
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        with self._timed("epochs" if step_phase is None else step_phase):
-            self._client().log_batch(self.run_id, metrics=batch)
+        with self._timed(phase):
+            self._client.log_batch(self.run_id, metrics=batch)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         if not self.run_id:
@@ -122,14 +124,14 @@ class Tracker:
         from mlflow.entities import RunTag
 
         with self._timed("final"):
-            self._client().log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            self._client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
     def log_files(self, files: dict[str, Path]) -> None:
         """{artifact folder ("" for the top): file or folder}; missing paths are skipped."""
         if not self.run_id:
             return
         with self._timed("final"):
-            client = self._client()
+            client = self._client
             for folder, path in files.items():
                 path = Path(path)
                 if path.is_dir():
@@ -167,7 +169,7 @@ class Tracker:
         if not self.run_id:
             return
         with self._timed("end"):
-            client = self._client()
+            client = self._client
             if error:
                 client.set_tag(self.run_id, "error", error[:MAX_TAG])
             client.set_terminated(self.run_id, status=status)
@@ -228,16 +230,24 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler's or `kill`'s stop request), handled like Ctrl-C."""
 
 
+def _raise_terminated(signum, frame):
+    raise Terminated(f"signal {signum}")
+
+
+def install_sigterm_interrupt():
+    """Make SIGTERM raise Terminated; returns the previous handler (None off the main thread,
+    where signal handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 @contextmanager
 def sigterm_raises_interrupt():
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
+    previous = install_sigterm_interrupt()
+    if previous is None:
+        yield
         return
-
-    def handler(signum, frame):
-        raise Terminated(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
     finally:
