@@ -18,8 +18,13 @@ def launch_context(cfg: DictConfig, hydra_cfg):
 
     launch = Launch(launch_dir=Path(hydra_cfg.runtime.cwd))
     if hydra_cfg.mode == RunMode.MULTIRUN:
+        from eva.sweep.trial import TrialLink, slot_from_env
+
         parent = parent_from_env()
-        num = hydra_cfg.job.num
+        launch.trial = TrialLink.from_env(hydra_cfg.sweeper.get("pruner"))
+        launch.slot, launch.slots = slot_from_env()
+        # In an Optuna sweep the job is named by its trial number, unique in the study.
+        num = launch.trial.number if launch.trial else hydra_cfg.job.num
         overrides = list(hydra_cfg.overrides.task)
         fixed = parent["fixed_keys"] if parent else []
         base = cfg.tracking.run_name or cfg.name
@@ -40,7 +45,13 @@ def run_job(cfg: DictConfig) -> float:
     try:
         from eva.training import train
 
-        return float(train(cfg, output_dir, launch_context(cfg, hydra_cfg))["objective"])
+        results = train(cfg, output_dir, launch_context(cfg, hydra_cfg))
+        if results.get("pruned_at_epoch"):
+            import optuna
+
+            # The sweeper marks the trial PRUNED; the run itself finished cleanly.
+            raise optuna.TrialPruned(f"pruned at epoch {results['pruned_at_epoch']}")
+        return float(results["objective"])
     except KeyboardInterrupt:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # the sweep stops too; its parent run ends KILLED

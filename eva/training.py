@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 import eva
 from eva.data import build_data
 from eva.engine.checkpoint import load_checkpoint, save_checkpoint
-from eva.engine.device import resolve_device
+from eva.engine.device import resolve_device, slot_device, slot_threads
 from eva.engine.loop import evaluate, train_one_epoch
 from eva.engine.seed import seed_everything
 from eva.models import build_model, count_parameters
@@ -63,9 +63,10 @@ def train(cfg: DictConfig, output_dir: str | Path, launch: Launch | None = None)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     tracker = Tracker.open(cfg.tracking, launch)  # a dead tracking server fails here, in seconds
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    threads = slot_threads(cfg.threads, launch.slots)  # parallel sweep jobs share the cores
+    if threads:
+        torch.set_num_threads(threads)
+    device = resolve_device(slot_device(cfg.device, launch.slot))  # one GPU per sweep job
     seed_everything(cfg.seed)
     started = time.perf_counter()
 
@@ -96,7 +97,9 @@ def train(cfg: DictConfig, output_dir: str | Path, launch: Launch | None = None)
         parent=launch.parent_run_id,
     )
     with tracker.recording():
-        history, best = fit(cfg, model, data, device, output_dir, config, tracker)
+        if launch.trial:  # the study links each trial to its run and folder
+            launch.trial.record({"mlflow_run_id": tracker.run_id, "output_dir": str(output_dir)})
+        history, best = fit(cfg, model, data, device, output_dir, config, tracker, launch.trial)
         selected_on = best["selected_on"]
         results = {
             "best_test_acc": best["test_acc"],
@@ -119,6 +122,9 @@ def train(cfg: DictConfig, output_dir: str | Path, launch: Launch | None = None)
         if data.val is not None:
             results["best_val_acc"] = best["val_acc"]
         results["objective"] = results[f"best_{selected_on}_acc"]
+        if len(history) < cfg.epochs:  # stopped early by the sweep's pruner
+            results["pruned_at_epoch"] = len(history)
+            tracker.set_tags({"pruned": "true", "pruned_at_epoch": str(len(history))})
         write_json(results, output_dir / "results.json")
 
         if tracker.enabled:
@@ -146,10 +152,12 @@ def train(cfg: DictConfig, output_dir: str | Path, launch: Launch | None = None)
     return results
 
 
-def fit(cfg, model, data, device, output_dir: Path, config: dict, tracker: Tracker):
+def fit(cfg, model, data, device, output_dir: Path, config: dict, tracker: Tracker, trial=None):
     """The epoch loop: train, evaluate, keep the best checkpoint, one MLflow batch per epoch.
 
-    Returns (history, best): one row per epoch, and the best row plus where it was saved.
+    In an Optuna sweep each epoch's score goes to the trial, and the loop stops early when
+    the pruner says so. Returns (history, best): one row per epoch, and the best row plus
+    where it was saved.
     """
     optimizer = build_optimizer(cfg, model)
     schedule = build_scheduler(cfg, optimizer, steps_per_epoch=len(data.train))
@@ -225,6 +233,9 @@ def fit(cfg, model, data, device, output_dir: Path, config: dict, tracker: Track
             stats.images_per_second,
             "  (best, saved)" if improved else "",
         )
+        if trial is not None and trial.report(score, epoch):
+            log.info("pruned by the sweep after epoch %d of %d", epoch, cfg.epochs)
+            break
     return history, best
 
 

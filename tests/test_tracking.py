@@ -7,12 +7,12 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import REPO, TINY_CLI, experiment_name, run_cli, runs_of
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
@@ -21,19 +21,6 @@ from eva.errors import EvaError
 from eva.models import build_model
 from eva.tracking.params import config_params
 from eva.training import train
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def experiment_name() -> str:
-    return f"test-{uuid.uuid4().hex[:8]}"
-
-
-def runs_of(uri: str, experiment: str) -> list:
-    client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    assert found is not None, f"no experiment {experiment} in {uri}"
-    return client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
 
 
 def tiny(compose, *extra):
@@ -229,30 +216,6 @@ def test_unreachable_tracking_server_fails_before_training(compose, tmp_path):
         train(tiny(compose, f"tracking.uri={uri}", "tracking.timeout=2"), tmp_path)
     assert time.perf_counter() - started < 30
     assert not (tmp_path / "model_summary.txt").exists()  # nothing built, nothing written
-
-
-def run_cli(args, cwd, env=None, timeout=600):
-    return subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-
-
-TINY_CLI = [
-    "dataset=synthetic",
-    "dataset.train_size=96",
-    "dataset.test_size=64",
-    "model=session6",
-    "model.channels=[8,16,16,16]",
-    "batch_size=32",
-    "epochs=1",
-    "threads=1",
-    "progress=false",
-]
 
 
 def test_multirun_makes_one_parent_and_a_child_per_job_in_the_launch_dir_store(tmp_path):

@@ -1,5 +1,7 @@
 """Device selection: `device=auto | cpu | cuda | cuda:N`."""
 
+import os
+
 import torch
 
 from eva.errors import EvaError
@@ -21,3 +23,33 @@ def resolve_device(spec: str) -> torch.device:
     elif device.type != "cpu":
         raise EvaError(f"device={spec!r}: expected auto, cpu, cuda or cuda:N")
     return device
+
+
+def slot_device(spec: str, slot: int | None) -> str:
+    """In a parallel sweep, `device=auto` gives the job in slot k GPU k (mod the count).
+
+    One trial per GPU: jobs never share a device. An explicit device is left as it is.
+    """
+    if spec != "auto" or slot is None or not torch.cuda.is_available():
+        return spec
+    return f"cuda:{slot % torch.cuda.device_count()}"
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the cores this process may use
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def slot_threads(threads: int | None, slots: int) -> int | None:
+    """torch threads of one job when `slots` jobs share this machine's cores.
+
+    `threads=N` wins; otherwise each job gets an equal share (at least 1), so that parallel
+    jobs do not oversubscribe the cores. None: one job alone keeps torch's default.
+    """
+    if threads:
+        return threads
+    if slots > 1:
+        return max(1, cpu_count() // slots)
+    return None

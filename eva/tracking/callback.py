@@ -45,8 +45,16 @@ def job_run_name(base: str, job_num: int, overrides: list[str], fixed_keys: list
     Overrides whose key the whole sweep fixes on the command line are left out (compared
     by key: Hydra rewrites a job's values, e.g. `progress=false` becomes `progress=False`).
     """
-    varied = [o.input_line for o in _parse(overrides) if o.get_key_element() not in fixed_keys]
+    varied = [_short(o) for o in _parse(overrides) if o.get_key_element() not in fixed_keys]
     return f"{job_num}: {' '.join(varied)}" if varied else f"{base} #{job_num}"
+
+
+def _short(override) -> str:
+    """`key=value`, floats to 4 significant digits (Optuna samples 0.02282887232907288)."""
+    value = override.value() if not override.is_sweep_override() else None
+    if isinstance(value, float):
+        return f"{override.get_key_element()}={value:.4g}"
+    return override.input_line
 
 
 def split_overrides(overrides: list[str]) -> tuple[list, list]:
@@ -71,6 +79,8 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.tracking.enabled:
             return
+        if str(config.hydra.sweeper.get("_target_", "")).endswith(".EvaOptunaSweeper"):
+            return  # one parent per study, made by the sweeper itself (eva/sweep/parent.py)
         # Hydra turns a callback's exception into a warning and launches the jobs anyway;
         # without a store or a parent run the sweep must not start, so exit here.
         from eva.errors import EvaError

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from eva.tracking.store import prepare_experiment, redact, resolve_uri
 
@@ -45,6 +46,9 @@ class Launch:
     run_name: str | None = None  # a sweep job's "<num>: <its overrides>"
     parent_run_id: str | None = None  # the sweep's parent run
     tags: dict[str, str] = field(default_factory=dict)
+    trial: Any = None  # eva.sweep.trial.TrialLink of an Optuna sweep job: reports, may prune
+    slot: int | None = None  # which of `slots` parallel jobs this is (device, CPU share)
+    slots: int = 1
 
 
 class Tracker:
@@ -106,6 +110,28 @@ class Tracker:
             for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
                 client.log_batch(self.run_id, params=items[i : i + 100])
         log.info("MLflow run %s (%s) in %s", self.run_id, run_name, redact(self.uri))
+
+    def reopen(self, run_id: str) -> bool:
+        """Continue an existing run of this experiment (status back to RUNNING).
+
+        False when the store has no such live run (deleted, or another store).
+        """
+        if not self.enabled:
+            return False
+        from mlflow.exceptions import MlflowException
+
+        with self._timed("start"):
+            try:
+                run = self._client.get_run(run_id)
+            except MlflowException:
+                return False
+            if run.info.experiment_id != self.experiment_id:
+                return False
+            if run.info.lifecycle_stage != "active":
+                return False
+            self._client.update_run(run_id, status="RUNNING")
+        self.run_id = run_id
+        return True
 
     def log_metrics(self, metrics: dict[str, float], step: int, phase: str = "epochs") -> None:
         """All of one epoch's numbers in a single call."""

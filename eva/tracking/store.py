@@ -78,7 +78,7 @@ def check_reachable(uri: str, timeout: float) -> None:
 
 
 @contextmanager
-def _store_lock(db: Path):
+def store_lock(db: Path):
     """Serialise store creation across processes (a second creator would crash)."""
     import fcntl
 
@@ -111,7 +111,7 @@ def prepare_experiment(uri: str, name: str, timeout: float = 10.0) -> str:
     # Creating the tables logs a dozen INFO lines from alembic; they say nothing to users.
     for noisy in ("alembic", "mlflow.store.db.utils"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    with _store_lock(db):
+    with store_lock(db):
         artifacts = (db.parent / "mlartifacts" / _slug(name)).as_uri()
         return _get_or_create(uri, name, artifact_location=artifacts)
 

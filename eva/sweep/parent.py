@@ -1,0 +1,87 @@
+"""The MLflow parent run of an Optuna study: one per study, not one per command.
+
+The first command of a study creates it and stores its id in the study; a resumed
+command and every worker of eva-sweep reopen the same run, so all trials of a study sit
+under one parent in the MLflow UI. Its params are the search space (fixed for the study);
+its tags and metrics say how the study stands (best trial, counts by state) and are
+updated at the end of each command, with optimization_results.yaml as an artifact.
+"""
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from eva.tracking.callback import PARENT_ENV
+from eva.tracking.run import Launch, Tracker
+from eva.tracking.store import redact
+
+log = logging.getLogger(__name__)
+
+RUN_ID_ATTR = "mlflow_parent_run_id"
+
+
+class StudyParent:
+    def __init__(self, tracker: Tracker):
+        self.tracker = tracker
+
+    @property
+    def run_id(self) -> str | None:
+        return self.tracker.run_id
+
+    @classmethod
+    def open(cls, config, study, space, storage_url: str, sweep_dir: Path) -> "StudyParent":
+        """Reopen the study's parent run, or create it; jobs find it in the environment."""
+        tracker = Tracker.open(config.tracking, Launch(Path(config.hydra.runtime.cwd)))
+        parent = cls(tracker)
+        if not tracker.enabled:
+            return parent
+        tags = {
+            "sweep": "parent",
+            "sweeper": "eva_optuna",
+            "optuna_study": study.study_name,
+            "optuna_storage": redact(storage_url),
+            "sweep_dir": str(Path(sweep_dir).absolute()),
+            "model": config.model.name,
+            "dataset": config.dataset.name,
+        }
+        run_id = study.user_attrs.get(RUN_ID_ATTR)
+        if run_id and tracker.reopen(run_id):
+            tracker.set_tags(tags)
+            log.info("MLflow parent run %s reopened", run_id)
+        else:
+            name = config.tracking.run_name or config.name
+            params = {f"search.{key}": value for key, value in space.describe().items()}
+            params.update({f"fixed.{key}": line for key, line in space.fixed.items()})
+            tracker.start(f"{name} study {study.study_name}", params=params, tags=tags)
+            study.set_user_attr(RUN_ID_ATTR, tracker.run_id)
+        os.environ[PARENT_ENV] = json.dumps(
+            {"run_id": tracker.run_id, "fixed_keys": list(space.fixed)}
+        )
+        return parent
+
+    def record(self, result: dict, results_file: Path | None) -> None:
+        """The study's standing: best trial and params as tags, counts as metrics."""
+        if not self.run_id:
+            return
+        tags = {"n_trials": str(result["n_trials"])}
+        if "best_trial" in result:
+            tags["best_trial"] = str(result["best_trial"])
+            if result.get("best_mlflow_run_id"):
+                tags["best_child_run_id"] = result["best_mlflow_run_id"]
+            tags.update({f"best.{k}": str(v) for k, v in result["best_params"].items()})
+        self.tracker.set_tags(tags)
+        metrics = {f"trials_{state}": n for state, n in result["counts"].items()}
+        if "best_value" in result:
+            metrics["best_value"] = result["best_value"]
+        self.tracker.log_metrics(metrics, step=result["finished"], phase="final")
+        if results_file is not None:
+            self.tracker.log_files({"": results_file})
+
+    def end(self, status: str, error: str | None = None) -> None:
+        os.environ.pop(PARENT_ENV, None)
+        if self.run_id:
+            if error:
+                self.tracker.end_quietly(status, error)
+            else:
+                self.tracker.end(status)

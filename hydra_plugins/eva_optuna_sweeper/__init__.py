@@ -1,0 +1,1 @@
+"""eva's Optuna sweeper for Hydra: `hydra/sweeper=eva_optuna` (see eva/sweep/)."""

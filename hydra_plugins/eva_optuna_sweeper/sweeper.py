@@ -1,0 +1,48 @@
+"""`hydra/sweeper=eva_optuna`: the Hydra side; the work is in eva/sweep/runner.py."""
+
+import os
+import sys
+from typing import Any
+
+from hydra.plugins.sweeper import Sweeper
+from omegaconf import DictConfig, OmegaConf
+
+
+class EvaOptunaSweeper(Sweeper):
+    def __init__(self, **settings: Any) -> None:
+        # Kept as one config node: sampler and pruner stay instantiable configs.
+        self.settings = OmegaConf.create(settings)
+        self.config: DictConfig | None = None
+        self.launcher = None
+        self.hydra_context = None
+
+    def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.config = config
+        self.hydra_context = hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function
+        )
+
+    def sweep(self, arguments: list[str]) -> Any:
+        from eva.errors import EvaError
+        from eva.sweep.runner import StudyRunner
+
+        runner = StudyRunner(
+            self.settings, self.config, self.launcher, self.validate_batch_is_legal
+        )
+        try:
+            return runner.run(arguments)
+        except EvaError as e:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"Error: {e}", file=sys.stderr)  # one line, no traceback
+            sys.exit(1)
+        except KeyboardInterrupt:
+            print(
+                "Interrupted: running trials marked FAIL, MLflow parent run KILLED; the same "
+                "command continues the study",
+                file=sys.stderr,
+            )
+            sys.exit(130)
