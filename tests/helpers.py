@@ -1,7 +1,9 @@
 """Helpers shared by the test modules: the CLI in a subprocess, MLflow runs read back."""
 
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -43,3 +45,31 @@ TINY_CLI = [
     "threads=1",
     "progress=false",
 ]
+
+LONG = ["dataset.train_size=2048", "epochs=50"]  # minutes of training: to be interrupted
+
+
+def sigterm_after_first_epoch(args, cwd, uri: str, experiment: str) -> tuple[int, str]:
+    """Start train.py, wait until an epoch is on record in MLflow, send SIGTERM."""
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *args, f"tracking.experiment={experiment}"],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    client = MlflowClient(uri)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            found = client.get_experiment_by_name(experiment)
+            runs = client.search_runs([found.experiment_id]) if found else []
+            if any("test_acc" in run.data.metrics for run in runs):
+                break
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    return proc.returncode, stderr

@@ -10,7 +10,15 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from helpers import REPO, TINY_CLI, experiment_name, run_cli, runs_of
+from helpers import (
+    LONG,
+    REPO,
+    TINY_CLI,
+    experiment_name,
+    run_cli,
+    runs_of,
+    sigterm_after_first_epoch,
+)
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 from postgres import find_pg_bin, throwaway_cluster
@@ -310,6 +318,60 @@ def test_a_pruned_trial_stops_early_is_pruned_in_optuna_and_tagged_in_mlflow(
         assert child.data.tags["pruned_at_epoch"] == "1"
         out = Path(child.data.tags["output_dir"])
         assert (out / "checkpoints" / "best.pt").is_file()  # what it learnt is kept
+
+
+def test_other_samplers_and_pruners_run(tmp_path):
+    """CMA-ES (categorical l1_weight falls back to its independent sampler) with Hyperband."""
+    r = run_cli(
+        sweep_cli(
+            tmp_path,
+            experiment_name(),
+            "hydra/sweeper/sampler=cmaes",
+            "hydra/sweeper/pruner=hyperband",
+            "epochs=2",
+            "hydra.sweeper.n_trials=3",
+        ),
+        tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    study = load(tmp_path)
+    finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 3
+    assert all(
+        set(t.params) == {"scheduler.max_lr", "model.dropout", "l1_weight"} for t in finished
+    )
+
+
+def test_sigterm_stops_the_sweep_and_the_same_command_continues_it(tmp_path, mlflow_store):
+    """SIGTERM mid-trial: exit 130, the trial FAIL, parent and child KILLED; then rerun."""
+    experiment = experiment_name()
+    args = sweep_cli(tmp_path, experiment, "hydra.sweeper.n_trials=1")
+    args = [a for a in args if not a.startswith("tracking.experiment=")]
+    code, stderr = sigterm_after_first_epoch([*args, *LONG], tmp_path, mlflow_store, experiment)
+    assert code == 130, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1].startswith("Interrupted: running trials marked FAIL")
+    study = load(tmp_path)
+    assert states(study) == ["FAIL"]
+    assert "interrupted" in study.trials[0].user_attrs["error"]
+    status = sorted(r.info.status for r in runs_of(mlflow_store, experiment))
+    assert status == ["KILLED", "KILLED"]  # the study's parent and the trial's run
+
+    # The same command again (a pruner, which is no part of the study's identity, keeps
+    # the 50-epoch trial short): the study continues and its one trial is finished.
+    prune_at_once = [
+        "hydra/sweeper/pruner=none",
+        "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
+        "+hydra.sweeper.pruner.lower=1.01",
+    ]
+    again = run_cli(
+        sweep_cli(tmp_path, experiment, "hydra.sweeper.n_trials=1", *LONG, *prune_at_once),
+        tmp_path,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert states(load(tmp_path)) == ["FAIL", "PRUNED"]
+    runs = runs_of(mlflow_store, experiment)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # reopened, then ended
 
 
 def test_a_finite_search_space_never_repeats_a_parameter_set(tmp_path):

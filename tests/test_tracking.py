@@ -12,7 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, TINY_CLI, experiment_name, run_cli, runs_of
+from helpers import (
+    LONG,
+    REPO,
+    TINY_CLI,
+    experiment_name,
+    run_cli,
+    runs_of,
+    sigterm_after_first_epoch,
+)
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
@@ -293,35 +301,6 @@ def test_multirun_whose_job_fails_ends_that_child_and_the_parent_failed(tmp_path
         "0: scheduler.peak_epoch=0.5": "FINISHED",
         "1: scheduler.peak_epoch=5": "FAILED",
     }
-
-
-def sigterm_after_first_epoch(args, cwd, uri: str, experiment: str) -> tuple[int, str]:
-    """Start train.py, wait until an epoch is on record in MLflow, send SIGTERM."""
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), *args, f"tracking.experiment={experiment}"],
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    client = MlflowClient(uri)
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline:
-            found = client.get_experiment_by_name(experiment)
-            runs = client.search_runs([found.experiment_id]) if found else []
-            if any("test_acc" in run.data.metrics for run in runs):
-                break
-            assert proc.poll() is None, proc.stderr.read()
-            time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    return proc.returncode, stderr
-
-
-LONG = ["dataset.train_size=2048", "epochs=50"]
 
 
 def test_sigterm_ends_the_run_killed(tmp_path, mlflow_store):

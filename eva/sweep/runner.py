@@ -59,6 +59,7 @@ class StudyRunner:
         self.workers = int(os.environ.get(WORKERS_ENV, "1"))
         self.in_flight: list = []
         self.parent = None
+        self._logged_at = -1
 
     # ------------------------------------------------------------------ setup
 
@@ -285,7 +286,8 @@ class StudyRunner:
         path = studies.write_summary(result, self.sweep_dir)
         if self.parent is not None:
             self.parent.record(result, path)
-        if "best_trial" in result:
+        if "best_trial" in result and result["finished"] != self._logged_at:
+            self._logged_at = result["finished"]  # once per change, not again at the end
             log.info(
                 "best: trial %d, value %.4f, %s (%d/%d finished)",
                 result["best_trial"],
