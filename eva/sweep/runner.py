@@ -13,9 +13,11 @@ signals when the study and its parent run exist (EVA_SWEEP_READY), and whichever
 sees the study complete ends the parent run.
 """
 
+import json
 import logging
 import math
 import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -64,6 +66,10 @@ class StudyRunner:
     # ------------------------------------------------------------------ setup
 
     def open(self, arguments: list[str]):
+        from hydra.utils import instantiate
+
+        from eva.sweep.parent import StudyParent
+
         s = self.s
         if s.direction not in ("maximize", "minimize"):
             raise EvaError(f"hydra.sweeper.direction={s.direction}: expected maximize or minimize")
@@ -96,14 +102,8 @@ class StudyRunner:
         host = socket.gethostname() if WORKERS_ENV in os.environ else ""  # eva-sweep only
         seed = derived_seed(s.sampler.seed, n_existing, self.worker, host)
         self.study.sampler = build_sampler(s.sampler, self.space, seed)
-        from hydra.utils import instantiate
-
         self.study.pruner = instantiate(s.pruner)
-        import json
-
         os.environ[STUDY_ENV] = json.dumps({"storage": self.url, "study": name})
-        from eva.sweep.parent import StudyParent
-
         self.parent = StudyParent.open(
             self.config, self.study, self.space, self.url, self.sweep_dir
         )
@@ -111,14 +111,10 @@ class StudyRunner:
             "study %s in %s: %d of %d trials finished; searching %s",
             name,
             studies.redact(self.url),
-            self.finished(),
+            studies.finished(studies.counts(self.study)),
             self.n_trials,
             ", ".join(f"{k}: {v}" for k, v in self.space.describe().items()),
         )
-
-    def finished(self) -> int:
-        by_state = studies.counts(self.study)
-        return sum(by_state[s] for s in studies.FINISHED)
 
     # ------------------------------------------------------------------ the loop
 
@@ -126,7 +122,7 @@ class StudyRunner:
         import warnings
 
         # Heartbeats are marked experimental, and meant for study.optimize(); eva records
-        # them itself for the trials it asks (Heartbeat above), which Optuna supports.
+        # them itself for the trials it asks (eva.sweep.sampling.Heartbeat).
         from optuna.exceptions import ExperimentalWarning
 
         from eva.tracking.run import install_sigterm_interrupt
@@ -143,8 +139,8 @@ class StudyRunner:
                 with Heartbeat(self.storage, self.s.heartbeat_interval) as heartbeat:
                     self.loop(heartbeat)
             result = self.report()
-            by_state = studies.counts(self.study)
-            complete = result["finished"] >= self.n_trials and by_state["RUNNING"] == 0
+            running = result["counts"].get("running", 0)
+            complete = result["finished"] >= self.n_trials and running == 0
             if self.role == "" or (self.role == "worker" and complete):
                 self.parent.end("FINISHED")  # workers: the last one to see the study done
             elif self.role == "finalize":
@@ -157,8 +153,6 @@ class StudyRunner:
             self.abandon(f"{type(e).__name__}: {e}", "FAILED")
             raise
         finally:
-            import signal
-
             signal.signal(signal.SIGTERM, previous)
 
     def loop(self, heartbeat: Heartbeat) -> None:
@@ -171,7 +165,7 @@ class StudyRunner:
         while True:
             optuna.storages.fail_stale_trials(self.study)  # trials of dead processes -> FAIL
             by_state = studies.counts(self.study)
-            done = sum(by_state[s] for s in studies.FINISHED)
+            done = studies.finished(by_state)
             missing = self.n_trials - done - by_state["RUNNING"]
             if done >= self.n_trials:
                 return

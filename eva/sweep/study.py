@@ -128,6 +128,11 @@ def counts(study) -> dict[str, int]:
     return result
 
 
+def finished(by_state: dict[str, int]) -> int:
+    """How many trials n_trials counts, from counts()."""
+    return sum(by_state[s] for s in FINISHED)
+
+
 def summary(study, n_trials: int, storage_url: str) -> dict:
     """optimization_results.yaml: the best trial and how the study's trials ended."""
     from optuna.trial import TrialState
@@ -139,7 +144,7 @@ def summary(study, n_trials: int, storage_url: str) -> dict:
         "storage": redact(storage_url),
         "direction": study.direction.name.lower(),
         "n_trials": n_trials,
-        "finished": sum(by_state[s] for s in FINISHED),
+        "finished": finished(by_state),
         "counts": {k.lower(): v for k, v in by_state.items() if v},
         "search_space": study.user_attrs.get("eva_identity", {}).get("search_space", {}),
     }
