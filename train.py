@@ -1,6 +1,7 @@
 """Command line of eva: `python train.py model=ultimus optimizer=adam epochs=2`.
 
-Thin Hydra entry point; the work is done by eva.run.run(cfg, output_dir).
+Thin Hydra entry point: eva.app.run_job runs the mode the config asks for
+(train, test or lr_find) in Hydra's output folder.
 """
 
 import hydra

@@ -35,7 +35,22 @@ def launch_context(cfg: DictConfig, hydra_cfg):
     return launch
 
 
-def run_job(cfg: DictConfig) -> float:
+def run_mode(cfg: DictConfig, output_dir: Path, launch) -> dict:
+    """mode=train | test | lr_find -> the function that runs it (imported only when used)."""
+    if cfg.mode == "test":
+        from eva.evaluation import evaluate_checkpoint
+
+        return evaluate_checkpoint(cfg, output_dir, launch)
+    if cfg.mode == "lr_find":
+        from eva.lr_finder import find_lr
+
+        return find_lr(cfg, output_dir, launch)
+    from eva.training import train  # validate() rejects any other mode
+
+    return train(cfg, output_dir, launch)
+
+
+def run_job(cfg: DictConfig) -> float | None:
     """Hydra task function body. Returns the sweep objective (see eva.training.train)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -43,15 +58,13 @@ def run_job(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        from eva.training import train
-
-        results = train(cfg, output_dir, launch_context(cfg, hydra_cfg))
+        results = run_mode(cfg, output_dir, launch_context(cfg, hydra_cfg))
         if results.get("pruned_at_epoch"):
             import optuna
 
             # The sweeper marks the trial PRUNED; the run itself finished cleanly.
             raise optuna.TrialPruned(f"pruned at epoch {results['pruned_at_epoch']}")
-        return float(results["objective"])
+        return results.get("objective")  # None for mode=lr_find
     except KeyboardInterrupt:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # the sweep stops too; its parent run ends KILLED

@@ -20,6 +20,9 @@ from omegaconf import MISSING
 class ModelConfig:
     name: str = MISSING
     dropout: float = 0.0  # probability, applied inside the net; never on the logits
+    # Module (dotted path, as in model.get_submodule) whose activations GradCAM explains:
+    # the last spatial feature map before pooling. Each model's YAML sets its own.
+    gradcam_layer: str = MISSING
 
 
 @dataclass
@@ -151,7 +154,10 @@ class SchedulerConfig:
 @dataclass
 class OneCycleConfig(SchedulerConfig):
     name: str = "onecycle"
-    max_lr: float = 0.05  # the YAML option defaults it to ${optimizer.lr}
+    # The peak LR: a positive number, or "find" to run the LR range test first and peak at
+    # its suggestion (Any, because OmegaConf 2.3 has no float-or-string type; eva/validate.py
+    # rejects anything else). The YAML option defaults it to ${optimizer.lr}.
+    max_lr: Any = 0.05
     # Epoch at which the LR peaks (5 of 24 in the course). null: use pct_start instead.
     peak_epoch: Optional[float] = None
     pct_start: float = 0.25  # fraction of all steps spent warming up, when peak_epoch is null
@@ -194,6 +200,35 @@ class TrackingConfig:
     timeout: float = 10.0  # seconds to wait for an http tracking server before giving up
 
 
+# --------------------------------------------------------------------------- lr_find, report
+
+
+@dataclass
+class LrFindConfig:
+    """The LR range test (mode=lr_find, scheduler.max_lr=find): eva/optim/lr_find.py."""
+
+    start_lr: float = 1e-7
+    end_lr: float = 10.0
+    num_iter: int = 100  # optimizer steps, LR growing exponentially from start_lr to end_lr
+    # Weight of each new loss in the running average; the plotted curve is averaged forwards
+    # and backwards, so it does not lag behind the LR.
+    smoothing: float = 0.1
+    diverge_threshold: float = 5.0  # stop once the smoothed loss exceeds this x its minimum
+    # steepest: where the smoothed loss falls fastest | min_loss: LR of the lowest loss / 10
+    rule: str = "steepest"
+
+
+@dataclass
+class ReportConfig:
+    """Plots and per-class numbers after training and in mode=test: eva/report/."""
+
+    enabled: bool = True
+    samples: int = 32  # augmented training images in the samples grid
+    misclassified: int = 24  # most confident mistakes shown
+    gradcam: int = 12  # of those, explained with GradCAM heat maps
+    dpi: int = 110
+
+
 # --------------------------------------------------------------------------- run
 
 
@@ -206,16 +241,18 @@ class TrainConfig:
     scheduler: Any = MISSING
     tracking: Any = MISSING
     name: str = "${model.name}-${dataset.name}"  # names the output folder
-    mode: str = "train"  # train | test | lr_find
+    mode: str = "train"  # train | test (of `checkpoint`) | lr_find (LR range test only)
     seed: int = 1
     epochs: int = 24
     batch_size: int = 128
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: Optional[int] = None  # torch CPU threads; null = torch's default
     l1_weight: float = 0.0  # lambda of the L1 penalty on conv/linear weights
-    checkpoint: Optional[str] = None  # checkpoint to evaluate in mode=test
+    checkpoint: Optional[str] = None  # mode=test: a checkpoint eva wrote (relative: launch dir)
     resume: bool = False  # continue from the run dir's last checkpoint
     progress: bool = True  # per-batch progress bar (per-epoch log lines are always written)
+    lr_find: LrFindConfig = field(default_factory=LrFindConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
 
 SCHEMAS: dict[str, dict[str, type]] = {

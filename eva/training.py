@@ -4,102 +4,52 @@ Plain function, no Hydra inside: tests and other tools call it with any output f
 """
 
 import copy
-import json
 import logging
-import os
 import time
 from pathlib import Path
 
-import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 import eva
-from eva.data import build_data
+from eva import runtime
 from eva.engine.checkpoint import load_checkpoint, save_checkpoint
-from eva.engine.device import resolve_device, slot_device, slot_threads
 from eva.engine.loop import evaluate, train_one_epoch
-from eva.engine.seed import seed_everything
-from eva.models import build_model, count_parameters
 from eva.optim import L1Penalty, build_optimizer, build_scheduler
 from eva.tracking import Launch, Tracker
-from eva.tracking.params import config_params, derived_params, run_tags
 from eva.tracking.store import redact
-from eva.validate import validate
 
 log = logging.getLogger(__name__)
 
 
-def model_summary(model: torch.nn.Module, input_shape: tuple[int, ...], device) -> str:
-    """torchinfo's table: layers, output shapes, parameter counts."""
-    import torchinfo
-
-    stats = torchinfo.summary(
-        model,
-        input_size=(1, *input_shape),
-        device=device,
-        col_names=("output_size", "num_params"),
-        depth=4,  # deep enough to show the convs inside depthwise-separable blocks
-        verbose=0,
-    )
-    return str(stats)
-
-
-def write_json(data: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+def finds_max_lr(cfg) -> bool:
+    return cfg.scheduler.name == "onecycle" and cfg.scheduler.max_lr == "find"
 
 
 def train(cfg: DictConfig, output_dir: str | Path, launch: Launch | None = None) -> dict:
-    """Train cfg.model on cfg.dataset; write checkpoints/best.pt and results.json.
+    """Train cfg.model on cfg.dataset; write checkpoints/best.pt, results.json and reports.
 
     Records everything in an MLflow run (see eva.tracking) unless tracking.enabled=false;
     `launch` says where the run was launched from and, in a sweep, its parent run.
     Returns the results dict; its "objective" is what a sweep maximises (best_test_acc, or
     best_val_acc when dataset.val_size > 0 so that no sweep tunes on the test set).
     """
-    validate(cfg)
-    launch = launch or Launch()
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    tracker = Tracker.open(cfg.tracking, launch)  # a dead tracking server fails here, in seconds
-    threads = slot_threads(cfg.threads, launch.slots)  # parallel sweep jobs share the cores
-    if threads:
-        torch.set_num_threads(threads)
-    device = resolve_device(slot_device(cfg.device, launch.slot))  # one GPU per sweep job
-    seed_everything(cfg.seed)
-    started = time.perf_counter()
+    if finds_max_lr(cfg):
+        cfg = copy.deepcopy(cfg)  # max_lr becomes the found number: not in the caller's cfg
+    rt = runtime.start(cfg, output_dir, launch)
+    runtime.build(rt)
+    found = None
+    if finds_max_lr(cfg):
+        from eva.lr_finder import find_max_lr
 
-    data = build_data(cfg, pin_memory=device.type == "cuda")
-    d = cfg.dataset
-    input_shape = (d.in_channels, d.image_size, d.image_size)
-    model = build_model(cfg.model, d.in_channels, d.num_classes).to(device)
-    params = count_parameters(model)
-    summary = model_summary(model, input_shape, device)
-    (output_dir / "model_summary.txt").write_text(summary + "\n")
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    log.info("model %s on %s\n%s", cfg.model.name, device, summary)
-    log.info("data %s: %s", d.name, data.sizes)
-
-    config = OmegaConf.to_container(cfg, resolve=True)
-    tracker.start(
-        launch.run_name or cfg.tracking.run_name or cfg.name,
-        params={
-            **config_params(config),
-            **derived_params(
-                parameters=params,
-                sizes=data.sizes,
-                device=device,
-                steps_per_epoch=len(data.train),
-            ),
-        },
-        tags={**run_tags(cfg, output_dir), **launch.tags},
-        parent=launch.parent_run_id,
-    )
+        found = find_max_lr(rt)  # before the MLflow run: its params show the number used
+    config = runtime.start_run(rt)
+    tracker, data, output_dir, d = rt.tracker, rt.data, rt.output_dir, cfg.dataset
     with tracker.recording():
-        if launch.trial:  # the study links each trial to its run and folder
-            launch.trial.record({"mlflow_run_id": tracker.run_id, "output_dir": str(output_dir)})
-        history, best = fit(cfg, model, data, device, output_dir, config, tracker, launch.trial)
+        if rt.launch.trial:  # the study links each trial to its run and folder
+            rt.launch.trial.record({"mlflow_run_id": tracker.run_id, "output_dir": str(output_dir)})
+        history, best, lrs = fit(
+            cfg, rt.model, data, rt.device, output_dir, config, tracker, rt.launch.trial
+        )
         selected_on = best["selected_on"]
         results = {
             "best_test_acc": best["test_acc"],
@@ -107,31 +57,44 @@ def train(cfg: DictConfig, output_dir: str | Path, launch: Launch | None = None)
             "best_epoch": best["epoch"],
             "selected_on": selected_on,
             "epochs_completed": len(history),
-            "params": params,
+            "params": rt.params,
             "best_checkpoint": str(best["checkpoint"].absolute()),
             "model": cfg.model.name,
             "dataset": d.name,
-            "device": str(device),
+            "device": str(rt.device),
             "sizes": data.sizes,
-            "seconds": time.perf_counter() - started,
+            "seconds": time.perf_counter() - rt.started,
             "mlflow_run_id": tracker.run_id,
             "mlflow_tracking_uri": redact(tracker.uri) if tracker.uri else None,
             "mlflow_model_uri": None,  # set once the model is logged, below
             "history": history,
         }
+        if cfg.scheduler.name == "onecycle":
+            results["max_lr"] = float(cfg.scheduler.max_lr)  # the peak used, found or given
+        if found is not None:
+            results["lr_find"] = found.summary()
         if data.val is not None:
             results["best_val_acc"] = best["val_acc"]
         results["objective"] = results[f"best_{selected_on}_acc"]
         if len(history) < cfg.epochs:  # stopped early by the sweep's pruner
             results["pruned_at_epoch"] = len(history)
             tracker.set_tags({"pruned": "true", "pruned_at_epoch": str(len(history))})
-        write_json(results, output_dir / "results.json")
+        runtime.write_json(results, output_dir / "results.json")
 
+        # From here on the model holds the best epoch's weights: reports and MLflow model.
+        rt.model.load_state_dict(load_checkpoint(best["checkpoint"])["model"])
+        if cfg.report.enabled:
+            from eva.report import make_reports
+
+            reports = make_reports(cfg, rt.model, data, rt.device, output_dir, history, lrs)
+            results["reports"] = reports.summary()
+            tracker.log_metrics(reports.metrics, step=best["epoch"], phase="final")
+            runtime.write_json(results, output_dir / "results.json")
         if tracker.enabled:
-            record_outputs(cfg, tracker, model, data, results, output_dir)
+            record_outputs(cfg, tracker, rt.model, data, results, output_dir)
             results["mlflow_model_uri"] = tracker.model_uri
             results["tracking_seconds"] = dict(tracker.seconds)
-            write_json(results, output_dir / "results.json")
+            runtime.write_json(results, output_dir / "results.json")
             epochs_time = sum(row["epoch_seconds"] for row in history)
             log.info(
                 "MLflow: %.3fs of per-epoch logging (%.2f%% of %.1fs training), "
@@ -142,11 +105,12 @@ def train(cfg: DictConfig, output_dir: str | Path, launch: Launch | None = None)
                 tracker.seconds["final"],
             )
     log.info(
-        "done: best %s_acc %.4f at epoch %d (test_acc %.4f); results in %s",
+        "done: best %s_acc %.4f at epoch %d (test_acc %.4f); checkpoint %s; results in %s",
         selected_on,
         results["objective"],
         best["epoch"],
         best["test_acc"],
+        best["checkpoint"],
         output_dir / "results.json",
     )
     return results
@@ -156,8 +120,8 @@ def fit(cfg, model, data, device, output_dir: Path, config: dict, tracker: Track
     """The epoch loop: train, evaluate, keep the best checkpoint, one MLflow batch per epoch.
 
     In an Optuna sweep each epoch's score goes to the trial, and the loop stops early when
-    the pruner says so. Returns (history, best): one row per epoch, and the best row plus
-    where it was saved.
+    the pruner says so. Returns (history, best, lrs): one row per epoch, the best row plus
+    where it was saved, and the LR of every optimizer step.
     """
     optimizer = build_optimizer(cfg, model)
     schedule = build_scheduler(cfg, optimizer, steps_per_epoch=len(data.train))
@@ -167,6 +131,7 @@ def fit(cfg, model, data, device, output_dir: Path, config: dict, tracker: Track
 
     history: list[dict] = []
     best: dict = {}
+    lrs: list[float] = []
     for epoch in range(1, cfg.epochs + 1):
         stats = train_one_epoch(
             model,
@@ -179,6 +144,7 @@ def fit(cfg, model, data, device, output_dir: Path, config: dict, tracker: Track
             description=f"epoch {epoch}/{cfg.epochs}",
         )
         schedule.step_epoch()
+        lrs += stats.lrs
         test_loss, test_acc = evaluate(model, data.test, device)
         row = {
             "epoch": epoch,
@@ -208,6 +174,7 @@ def fit(cfg, model, data, device, output_dir: Path, config: dict, tracker: Track
                     "classes": data.classes,
                     "config": config,
                     "eva_version": eva.__version__,
+                    "mlflow_run_id": tracker.run_id,  # mode=test links back to this run
                 },
                 checkpoint_path,
             )
@@ -236,11 +203,11 @@ def fit(cfg, model, data, device, output_dir: Path, config: dict, tracker: Track
         if trial is not None and trial.report(score, epoch):
             log.info("pruned by the sweep after epoch %d of %d", epoch, cfg.epochs)
             break
-    return history, best
+    return history, best, lrs
 
 
 def record_outputs(cfg, tracker: Tracker, model, data, results: dict, output_dir: Path) -> None:
-    """After training: summary metrics, the run's files, and the best model, loadable."""
+    """After training: summary metrics, the run's files and plots, the best model, loadable."""
     tracker.log_metrics(
         {
             "best_epoch": results["best_epoch"],
@@ -251,18 +218,12 @@ def record_outputs(cfg, tracker: Tracker, model, data, results: dict, output_dir
         phase="final",
     )
     checkpoint = Path(results["best_checkpoint"])
-    files = {
-        "": output_dir / "config.yaml",
-        ".hydra": output_dir / ".hydra",  # only under Hydra: its config, overrides, hydra.yaml
-        "summary": output_dir / "model_summary.txt",
-        "results": output_dir / "results.json",
-        "logs": output_dir / "train.log",  # Hydra's log of this job, up to this point
-    }
+    tracker.set_tags({"best_checkpoint": str(checkpoint)})
+    files = runtime.run_files(output_dir)
     if cfg.tracking.log_checkpoint:
         files["checkpoints"] = checkpoint
     tracker.log_files(files)
     if cfg.tracking.log_model:
-        best = copy.deepcopy(model).cpu()
-        best.load_state_dict(load_checkpoint(checkpoint)["model"])
+        best = copy.deepcopy(model).cpu()  # already the best epoch's weights
         example = next(iter(data.test))[0][:2].cpu().numpy()  # two normalised test images
         tracker.log_model(best.eval(), example, step=results["best_epoch"])

@@ -7,7 +7,6 @@ before any data is loaded, so a bad value costs a second, not an epoch.
 from eva.errors import EvaError
 
 MODES = ("train", "test", "lr_find")
-IMPLEMENTED_MODES = ("train",)
 
 
 def _require(ok: bool, message: str) -> None:
@@ -15,12 +14,12 @@ def _require(ok: bool, message: str) -> None:
         raise EvaError(message)
 
 
+def is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def validate(cfg) -> None:
     _require(cfg.mode in MODES, f"mode={cfg.mode!r}: expected one of {', '.join(MODES)}")
-    _require(
-        cfg.mode in IMPLEMENTED_MODES,
-        f"mode={cfg.mode}: not available in this version of eva (only mode=train)",
-    )
     _require(not cfg.resume, "resume=true: not available in this version of eva")
     _require(cfg.epochs > 0, f"epochs={cfg.epochs}: must be a positive whole number")
     _require(cfg.batch_size > 0, f"batch_size={cfg.batch_size}: must be a positive whole number")
@@ -34,7 +33,10 @@ def validate(cfg) -> None:
     )
     s = cfg.scheduler
     if s.name == "onecycle":
-        _require(s.max_lr > 0, f"scheduler.max_lr={s.max_lr}: must be positive")
+        _require(
+            s.max_lr == "find" or (is_number(s.max_lr) and s.max_lr > 0),
+            f"scheduler.max_lr={s.max_lr}: must be a positive number or find",
+        )
         _require(s.div_factor > 0, f"scheduler.div_factor={s.div_factor}: must be positive")
         _require(
             s.final_div_factor > 0,
@@ -48,3 +50,13 @@ def validate(cfg) -> None:
     )
     _require(all(v > 0 for v in d.std), f"dataset.std={list(d.std)}: must all be positive")
     _require(d.num_workers >= 0, f"dataset.num_workers={d.num_workers}: must be 0 or more")
+    if cfg.mode == "test":
+        _require(bool(cfg.checkpoint), "mode=test needs checkpoint=PATH (a checkpoint eva wrote)")
+    if cfg.mode == "lr_find" or (s.name == "onecycle" and s.max_lr == "find"):
+        from eva.optim.lr_find import check_settings
+
+        check_settings(cfg.lr_find)
+    r = cfg.report
+    for key in ("samples", "misclassified", "gradcam"):
+        _require(r[key] >= 0, f"report.{key}={r[key]}: must be 0 or more")
+    _require(r.dpi > 0, f"report.dpi={r.dpi}: must be positive")

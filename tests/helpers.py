@@ -44,6 +44,7 @@ TINY_CLI = [
     "epochs=1",
     "threads=1",
     "progress=false",
+    "report.enabled=false",  # tests/test_modes.py covers the reports
 ]
 
 LONG = ["dataset.train_size=2048", "epochs=50"]  # minutes of training: to be interrupted
@@ -73,3 +74,18 @@ def sigterm_after_first_epoch(args, cwd, uri: str, experiment: str) -> tuple[int
     finally:
         proc.kill()
     return proc.returncode, stderr
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a valid PNG file; fails the test for anything else."""
+    from PIL import Image
+
+    assert path.is_file(), f"{path} missing"
+    assert path.read_bytes()[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
+    assert 10_000 < path.stat().st_size < 3_000_000, f"{path}: {path.stat().st_size} bytes"
+    with Image.open(path) as image:
+        image.verify()  # decodes the chunks: a truncated file fails here
+        return image.size

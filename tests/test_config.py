@@ -91,14 +91,22 @@ def test_experiment_preset_overrides_groups_and_run_keys(compose):
         ("optimizer.lr=-0.1", "optimizer.lr=-0.1"),
         ("l1_weight=-1e-5", "l1_weight=-1e-05"),
         ("mode=predict", "mode='predict'"),
-        ("mode=lr_find", "mode=lr_find: not available"),
         ("resume=true", "resume=true: not available"),
         ("scheduler.max_lr=0", "scheduler.max_lr=0"),
+        ("scheduler.max_lr=banana", "scheduler.max_lr=banana: must be a positive number or find"),
+        ("scheduler.max_lr=true", "scheduler.max_lr=True"),
+        ("mode=test", "mode=test needs checkpoint=PATH"),
+        ("mode=lr_find lr_find.start_lr=20", "lr_find.start_lr=20.0, lr_find.end_lr=10.0"),
+        ("scheduler.max_lr=find lr_find.num_iter=2", "lr_find.num_iter=2"),
+        ("lr_find.num_iter=2", None),  # checked only when the range test runs
+        ("mode=lr_find", None),
+        ("scheduler.max_lr=find", None),
+        ("report.misclassified=-1", "report.misclassified=-1"),
         ("dataset=cifar10", None),  # valid: nothing raised
     ],
 )
 def test_validate_names_the_bad_value(compose, override, named):
-    cfg = compose(override)
+    cfg = compose(*override.split())
     if named is None:
         validate(cfg)
         return

@@ -41,6 +41,7 @@ def tiny(compose, *extra):
         "batch_size=32",
         "epochs=1",
         "progress=false",
+        "report.enabled=false",
         *extra,
     )
 

@@ -26,6 +26,7 @@ def test_one_epoch_on_fashion_mnist_beats_chance_widely(compose, fmnist_root, tm
         "epochs=1",
         "batch_size=64",
         "progress=false",
+        "report.enabled=false",
     )
     results = train(cfg, tmp_path)
     assert results["best_test_acc"] > 0.6  # chance is 0.1
@@ -53,6 +54,7 @@ def synthetic(compose, *extra):
         "model=ultimus",
         "batch_size=32",
         "progress=false",
+        "report.enabled=false",
         *extra,
     )
 
@@ -135,6 +137,7 @@ def test_cli_run_writes_results_in_the_hydra_run_dir(tmp_path):
         "epochs=1",
         "batch_size=32",
         "threads=1",
+        "report.enabled=false",
         "hydra.run.dir=run",
     ]
     r = subprocess.run(

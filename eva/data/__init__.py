@@ -1,7 +1,9 @@
 """Data: raw splits, subsets, a validation split and the loaders, from the `dataset` and
 `augment` config groups."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -21,6 +23,10 @@ class Data:
     train_set: ImageSet  # raw uint8 training images (after subsetting), for reports
     test_set: ImageSet
     classes: list[str]
+    # A new training loader like `train`, with its own seeded order and augmentation
+    # streams: the LR range test and the report's sample grid use it, so neither changes
+    # what training sees.
+    fresh_train: Callable[[], object]
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -59,8 +65,6 @@ def split_indices(n_train: int, n_test: int, cfg, seed: int):
 
 def build_data(cfg, pin_memory: bool = False) -> Data:
     """Load the dataset named by cfg.dataset and wrap it in loaders for the run."""
-    from eva.data.augment import build_train_transform
-
     dcfg = cfg.dataset
     full_train, full_test = load_split(dcfg, train=True), load_split(dcfg, train=False)
     if full_train.images.shape[1:] != (dcfg.image_size, dcfg.image_size, dcfg.in_channels):
@@ -72,26 +76,35 @@ def build_data(cfg, pin_memory: bool = False) -> Data:
     train_set, test_set = full_train.subset(train_idx), full_test.subset(test_idx)
     mean, std = list(dcfg.mean), list(dcfg.std)
 
-    # One seeded generator orders the training batches: same seed, same order.
-    generator = torch.Generator().manual_seed(cfg.seed)
-    transform = build_train_transform(cfg.augment, dcfg.image_size, mean, std, cfg.seed)
-    if transform is None:
-        train = TensorBatches(
-            train_set.images, train_set.labels, mean, std, cfg.batch_size, True, generator
-        )
-    else:
-        train = augmented_loader(
-            train_set.images,
-            train_set.labels,
-            transform,
-            cfg.batch_size,
-            generator,
-            dcfg.num_workers,
-            pin_memory,
-        )
+    fresh_train = partial(train_batches, cfg, train_set, pin_memory)
 
     def evaluation(s: ImageSet) -> TensorBatches:
         return TensorBatches(s.images, s.labels, mean, std, cfg.batch_size)  # never shuffled
 
     val = evaluation(full_train.subset(val_idx)) if len(val_idx) else None
-    return Data(train, evaluation(test_set), val, train_set, test_set, full_train.classes)
+    test = evaluation(test_set)
+    return Data(fresh_train(), test, val, train_set, test_set, full_train.classes, fresh_train)
+
+
+def train_batches(cfg, train_set: ImageSet, pin_memory: bool = False):
+    """Shuffled, augmented training batches; the same order and augmentations for the same
+    seed (one seeded generator orders the batches, the pipeline has its own seed)."""
+    from eva.data.augment import build_train_transform
+
+    d = cfg.dataset
+    mean, std = list(d.mean), list(d.std)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    transform = build_train_transform(cfg.augment, d.image_size, mean, std, cfg.seed)
+    if transform is None:
+        return TensorBatches(
+            train_set.images, train_set.labels, mean, std, cfg.batch_size, True, generator
+        )
+    return augmented_loader(
+        train_set.images,
+        train_set.labels,
+        transform,
+        cfg.batch_size,
+        generator,
+        d.num_workers,
+        pin_memory,
+    )

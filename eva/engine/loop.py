@@ -20,6 +20,7 @@ class EpochStats:
     seconds: float
     images_per_second: float
     lr: float  # LR of the epoch's last batch
+    lrs: list[float]  # LR of every step, in order (for the LR schedule plot)
 
 
 def train_one_epoch(
@@ -38,6 +39,7 @@ def train_one_epoch(
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = steps = 0
     lr = optimizer.param_groups[0]["lr"]
+    lrs: list[float] = []  # python floats read from the optimizer: no device sync
     start = time.perf_counter()
     # disable=None: no bar when stderr is not a terminal (CI logs, sweep jobs)
     bar = tqdm(batches, desc=description, disable=None if progress else True, leave=False)
@@ -50,6 +52,7 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         lr = optimizer.param_groups[0]["lr"]  # the LR this step used
+        lrs.append(lr)
         optimizer.step()
         schedule.step_batch()
 
@@ -75,6 +78,7 @@ def train_one_epoch(
         seconds=seconds,
         images_per_second=seen / seconds,
         lr=lr,
+        lrs=lrs,
     )
 
 

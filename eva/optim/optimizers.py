@@ -14,9 +14,10 @@ def initial_lr(cfg) -> float:
     return cfg.optimizer.lr
 
 
-def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(cfg, model: nn.Module, lr: float | None = None) -> torch.optim.Optimizer:
+    """The configured optimizer; `lr` replaces the starting LR (the LR range test's)."""
     o = cfg.optimizer
-    params, lr = model.parameters(), initial_lr(cfg)
+    params, lr = model.parameters(), initial_lr(cfg) if lr is None else lr
     if o.name == "sgd":
         return torch.optim.SGD(
             params, lr=lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay

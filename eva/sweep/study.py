@@ -21,7 +21,7 @@ DEFAULT_DB = "optuna.db"
 # Overrides that change how a trial runs, not what it learns: left out of the identity,
 # so `device=cuda:1` or `progress=false` on a resumed command continues the same study.
 RUNTIME_KEYS = ("progress", "device", "threads", "dataset.num_workers", "dataset.root")
-RUNTIME_PREFIXES = ("tracking.", "hydra.")
+RUNTIME_PREFIXES = ("tracking.", "hydra.", "report.")
 FINISHED = ("COMPLETE", "PRUNED")  # the states n_trials counts
 
 

@@ -1,0 +1,132 @@
+"""What every mode (train, test, lr_find) does before its own work.
+
+Check the config, open the tracking store (a dead server fails here, in seconds), share the
+CPU cores or pick the GPU of a sweep slot, seed, then load the data and build the model.
+"""
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from eva.data import Data, build_data
+from eva.engine.device import resolve_device, slot_device, slot_threads
+from eva.engine.seed import seed_everything
+from eva.models import build_model, count_parameters
+from eva.tracking import Launch, Tracker
+from eva.tracking.params import config_params, derived_params, run_tags
+from eva.validate import validate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    cfg: DictConfig
+    output_dir: Path
+    launch: Launch
+    tracker: Tracker
+    device: torch.device
+    started: float  # time.perf_counter() at start-up, for the run's wall time
+    data: Data | None = None
+    model: torch.nn.Module | None = None
+    params: int = 0  # trainable parameters of the model
+    extra_params: dict[str, str] = field(default_factory=dict)  # derived.* added by a mode
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        d = self.cfg.dataset
+        return (d.in_channels, d.image_size, d.image_size)
+
+
+def start(cfg: DictConfig, output_dir: str | Path, launch: Launch | None = None) -> Runtime:
+    """Validate, open tracking, set threads and device, seed. No data or model yet."""
+    validate(cfg)
+    launch = launch or Launch()
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tracker = Tracker.open(cfg.tracking, launch)
+    threads = slot_threads(cfg.threads, launch.slots)  # parallel sweep jobs share the cores
+    if threads:
+        torch.set_num_threads(threads)
+    device = resolve_device(slot_device(cfg.device, launch.slot))  # one GPU per sweep job
+    seed_everything(cfg.seed)
+    return Runtime(cfg, output_dir, launch, tracker, device, time.perf_counter())
+
+
+def model_summary(model: torch.nn.Module, input_shape: tuple[int, ...], device) -> str:
+    """torchinfo's table: layers, output shapes, parameter counts."""
+    import torchinfo
+
+    stats = torchinfo.summary(
+        model,
+        input_size=(1, *input_shape),
+        device=device,
+        col_names=("output_size", "num_params"),
+        depth=4,  # deep enough to show the convs inside depthwise-separable blocks
+        verbose=0,
+    )
+    return str(stats)
+
+
+def build(rt: Runtime) -> None:
+    """Load the data and build the (freshly initialised) model on the run's device."""
+    cfg = rt.cfg
+    rt.data = build_data(cfg, pin_memory=rt.device.type == "cuda")
+    d = cfg.dataset
+    rt.model = build_model(cfg.model, d.in_channels, d.num_classes).to(rt.device)
+    rt.params = count_parameters(rt.model)
+    summary = model_summary(rt.model, rt.input_shape, rt.device)
+    (rt.output_dir / "model_summary.txt").write_text(summary + "\n")
+    log.info("model %s on %s\n%s", cfg.model.name, rt.device, summary)
+    log.info("data %s: %s", d.name, rt.data.sizes)
+
+
+def start_run(rt: Runtime, run_name: str | None = None) -> dict:
+    """Write config.yaml (as run, with max_lr=find already resolved) and create the MLflow
+    run with every config key as a param. Returns the resolved config as a plain dict."""
+    cfg, launch = rt.cfg, rt.launch
+    (rt.output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    config = OmegaConf.to_container(cfg, resolve=True)
+    steps = len(rt.data.train) if rt.data is not None else 0
+    rt.tracker.start(
+        launch.run_name or run_name or cfg.tracking.run_name or cfg.name,
+        params={
+            **config_params(config),
+            **derived_params(
+                parameters=rt.params,
+                sizes=rt.data.sizes if rt.data is not None else {},
+                device=rt.device,
+                steps_per_epoch=steps,
+            ),
+            **rt.extra_params,
+        },
+        tags={**run_tags(cfg, rt.output_dir), **launch.tags},
+        parent=launch.parent_run_id,
+    )
+    return config
+
+
+def write_json(data: dict, path: Path) -> None:
+    """Replace `path` atomically: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def run_files(output_dir: Path) -> dict[str, Path]:
+    """{MLflow artifact folder: file or folder} a run uploads at its end (missing: skipped)."""
+    return {
+        "": output_dir / "config.yaml",
+        ".hydra": output_dir / ".hydra",  # only under Hydra: its config, overrides, hydra.yaml
+        "summary": output_dir / "model_summary.txt",
+        "results": output_dir / "results.json",
+        "logs": output_dir / "train.log",  # Hydra's log of this job, up to this point
+        "plots": output_dir / "plots",
+        "reports": output_dir / "reports",
+    }
