@@ -88,21 +88,20 @@ def build(rt: Runtime) -> None:
 
 
 def start_run(rt: Runtime, run_name: str | None = None) -> dict:
-    """Write config.yaml (as run, with max_lr=find already resolved) and create the MLflow
-    run with every config key as a param. Returns the resolved config as a plain dict."""
+    """After build(): write config.yaml (as run, max_lr=find already resolved) and create
+    the MLflow run with every config key as a param. Returns the resolved config as a dict."""
     cfg, launch = rt.cfg, rt.launch
     (rt.output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     config = OmegaConf.to_container(cfg, resolve=True)
-    steps = len(rt.data.train) if rt.data is not None else 0
     rt.tracker.start(
         launch.run_name or run_name or cfg.tracking.run_name or cfg.name,
         params={
             **config_params(config),
             **derived_params(
                 parameters=rt.params,
-                sizes=rt.data.sizes if rt.data is not None else {},
+                sizes=rt.data.sizes,
                 device=rt.device,
-                steps_per_epoch=steps,
+                steps_per_epoch=len(rt.data.train),
             ),
             **rt.extra_params,
         },
