@@ -18,4 +18,6 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    from eva.cli import run
+
+    run(main)  # bad input: one line on stderr, exit 1 (HYDRA_FULL_ERROR=1: tracebacks)

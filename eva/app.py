@@ -1,12 +1,9 @@
 """What `python train.py` runs inside Hydra: the run dir, the MLflow context, clean errors."""
 
-import os
 import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
-
-from eva.errors import EvaError
 
 
 def launch_context(cfg: DictConfig, hydra_cfg):
@@ -17,6 +14,7 @@ def launch_context(cfg: DictConfig, hydra_cfg):
     from eva.tracking.run import Launch
 
     launch = Launch(launch_dir=Path(hydra_cfg.runtime.cwd))
+    launch.overrides = list(hydra_cfg.overrides.task)
     if hydra_cfg.mode == RunMode.MULTIRUN:
         from eva.sweep.trial import TrialLink, slot_from_env
 
@@ -51,9 +49,15 @@ def run_mode(cfg: DictConfig, output_dir: Path, launch) -> dict:
 
 
 def run_job(cfg: DictConfig) -> float | None:
-    """Hydra task function body. Returns the sweep objective (see eva.training.train)."""
+    """Hydra task function body. Returns the sweep objective (see eva.training.train).
+
+    An EvaError fails this job only in a sweep; a single run prints it as one line.
+    """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+
+    from eva.cli import full_errors, one_line
+    from eva.errors import EvaError
 
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
@@ -69,11 +73,13 @@ def run_job(cfg: DictConfig) -> float | None:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # the sweep stops too; its parent run ends KILLED
         killed = "MLflow run marked KILLED; " if cfg.tracking.enabled else ""
-        print(f"Interrupted: {killed}outputs so far in {output_dir}", file=sys.stderr)
+        again = ""
+        if cfg.mode == "train":
+            again = f"; to continue: resume=true hydra.run.dir={output_dir}"
+        print(f"Interrupted: {killed}outputs so far in {output_dir}{again}", file=sys.stderr)
         sys.exit(130)
     except EvaError as e:
-        # In a sweep the exception fails this job only; the sweeper decides what follows.
-        if hydra_cfg.mode == RunMode.MULTIRUN or os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"Error: {e}", file=sys.stderr)  # one line, no traceback
+        if hydra_cfg.mode == RunMode.MULTIRUN or full_errors():
+            raise  # the sweeper records it; HYDRA_FULL_ERROR=1 shows the traceback
+        print(f"Error: {one_line(e)}", file=sys.stderr)  # not Hydra's "Error executing job"
         sys.exit(1)

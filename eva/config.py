@@ -249,7 +249,9 @@ class TrainConfig:
     threads: Optional[int] = None  # torch CPU threads; null = torch's default
     l1_weight: float = 0.0  # lambda of the L1 penalty on conv/linear weights
     checkpoint: Optional[str] = None  # mode=test: a checkpoint eva wrote (relative: launch dir)
-    resume: bool = False  # continue from the run dir's last checkpoint
+    resume: bool = False  # continue the run in hydra.run.dir from its checkpoints/last.pt
+    # Deterministic GPU kernels (slower): bit-identical reruns and resumes on CUDA as on CPU.
+    deterministic: bool = False
     progress: bool = True  # per-batch progress bar (per-epoch log lines are always written)
     lr_find: LrFindConfig = field(default_factory=LrFindConfig)
     report: ReportConfig = field(default_factory=ReportConfig)

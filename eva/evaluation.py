@@ -45,6 +45,7 @@ def read_checkpoint(path: Path, shown: str) -> dict:
         state = load_checkpoint(path)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first.split(". ")[0]  # torch's weights_only advice runs on for lines
         raise EvaError(f"checkpoint={shown}: not a checkpoint eva can read ({first})") from None
     if not isinstance(state, dict) or "model" not in state or "model_name" not in state:
         raise EvaError(f"checkpoint={shown}: not an eva checkpoint (no model weights or name)")

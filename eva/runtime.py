@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from eva.data import Data, build_data
 from eva.engine.device import resolve_device, slot_device, slot_threads
-from eva.engine.seed import seed_everything
+from eva.engine.seed import seed_everything, set_deterministic
 from eva.models import build_model, count_parameters
 from eva.tracking import Launch, Tracker
 from eva.tracking.params import config_params, derived_params, run_tags
@@ -56,6 +56,7 @@ def start(cfg: DictConfig, output_dir: str | Path, launch: Launch | None = None)
         torch.set_num_threads(threads)
     device = resolve_device(slot_device(cfg.device, launch.slot))  # one GPU per sweep job
     seed_everything(cfg.seed)
+    set_deterministic(cfg.deterministic)
     return Runtime(cfg, output_dir, launch, tracker, device, time.perf_counter())
 
 

@@ -11,12 +11,15 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 import eva
+from eva import resume as resuming
 from eva import runtime
+from eva.engine import state
 from eva.engine.checkpoint import load_checkpoint, save_checkpoint
 from eva.engine.loop import evaluate, train_one_epoch
 from eva.optim import L1Penalty, build_optimizer, build_scheduler
 from eva.tracking import Launch, Tracker
 from eva.tracking.store import redact
+from eva.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -26,30 +29,55 @@ def finds_max_lr(cfg) -> bool:
 
 
 def train(cfg: DictConfig, output_dir: str | Path, launch: Launch | None = None) -> dict:
-    """Train cfg.model on cfg.dataset; write checkpoints/best.pt, results.json and reports.
+    """Train cfg.model on cfg.dataset; write checkpoints (best.pt, last.pt), results.json and
+    reports. With resume=true, continue the run in output_dir from its last.pt instead.
 
     Records everything in an MLflow run (see eva.tracking) unless tracking.enabled=false;
     `launch` says where the run was launched from and, in a sweep, its parent run.
     Returns the results dict; its "objective" is what a sweep maximises (best_test_acc, or
     best_val_acc when dataset.val_size > 0 so that no sweep tunes on the test set).
     """
-    if finds_max_lr(cfg):
-        cfg = copy.deepcopy(cfg)  # max_lr becomes the found number: not in the caller's cfg
+    validate(cfg)  # bad values fail before anything looks at the run folder
+    output_dir = Path(output_dir)
+    with resuming.run_lock(output_dir):
+        saved = resuming.read_last(cfg, output_dir)  # None: a new run
+        if saved is not None and saved["finished"]:
+            return resuming.already_finished(saved, output_dir)
+        if saved is not None or finds_max_lr(cfg):
+            cfg = copy.deepcopy(cfg)  # max_lr becomes a number: not in the caller's cfg
+        if saved is not None:
+            resuming.adopt_found_lr(cfg, saved)
+        return _train(cfg, output_dir, launch, saved)
+
+
+def _train(cfg, output_dir: Path, launch: Launch | None, saved: dict | None) -> dict:
     rt = runtime.start(cfg, output_dir, launch)
     runtime.build(rt)
-    found = None
+    lr_find = saved.get("lr_find") if saved else None
     if finds_max_lr(cfg):
         from eva.lr_finder import find_max_lr
 
-        found = find_max_lr(rt)  # before the MLflow run: its params show the number used
-    config = runtime.start_run(rt)
-    tracker, data, output_dir, d = rt.tracker, rt.data, rt.output_dir, cfg.dataset
+        lr_find = find_max_lr(rt).summary()  # before the MLflow run: its params show it
+    tracker, data, d = rt.tracker, rt.data, cfg.dataset
+    if saved is None:
+        config = runtime.start_run(rt)
+    else:
+        config = saved["config"]
+        resuming.continue_tracking(rt, saved, run_name=cfg.tracking.run_name or cfg.name)
     with tracker.recording():
         if rt.launch.trial:  # the study links each trial to its run and folder
             rt.launch.trial.record({"mlflow_run_id": tracker.run_id, "output_dir": str(output_dir)})
-        history, best, lrs = fit(
-            cfg, rt.model, data, rt.device, output_dir, config, tracker, rt.launch.trial
-        )
+        meta = {
+            "model_name": cfg.model.name,
+            "config": config,
+            "classes": data.classes,
+            "eva_version": eva.__version__,
+            "mlflow_run_id": tracker.run_id,
+            "overrides": saved["overrides"] if saved else list(rt.launch.overrides),
+            "lr_find": lr_find,
+        }
+        progress = fit(cfg, rt, meta, saved)
+        history, best, lrs = progress.history, progress.best, progress.lrs
         selected_on = best["selected_on"]
         results = {
             "best_test_acc": best["test_acc"],
@@ -69,10 +97,12 @@ def train(cfg: DictConfig, output_dir: str | Path, launch: Launch | None = None)
             "mlflow_model_uri": None,  # set once the model is logged, below
             "history": history,
         }
+        if saved is not None:
+            results["resumed_at_epoch"] = saved["epoch"]
         if cfg.scheduler.name == "onecycle":
             results["max_lr"] = float(cfg.scheduler.max_lr)  # the peak used, found or given
-        if found is not None:
-            results["lr_find"] = found.summary()
+        if lr_find is not None:
+            results["lr_find"] = lr_find
         if data.val is not None:
             results["best_val_acc"] = best["val_acc"]
         results["objective"] = results[f"best_{selected_on}_acc"]
@@ -104,6 +134,7 @@ def train(cfg: DictConfig, output_dir: str | Path, launch: Launch | None = None)
                 epochs_time,
                 tracker.seconds["final"],
             )
+        state.mark_finished(resuming.last_path(output_dir))  # resume=true: nothing left to do
     log.info(
         "done: best %s_acc %.4f at epoch %d (test_acc %.4f); checkpoint %s; results in %s",
         selected_on,
@@ -116,23 +147,44 @@ def train(cfg: DictConfig, output_dir: str | Path, launch: Launch | None = None)
     return results
 
 
-def fit(cfg, model, data, device, output_dir: Path, config: dict, tracker: Tracker, trial=None):
-    """The epoch loop: train, evaluate, keep the best checkpoint, one MLflow batch per epoch.
+def epoch_metrics(row: dict, best: dict) -> dict[str, float]:
+    """One epoch's MLflow batch: its row, and the best epoch's accuracies so far."""
+    metrics = {k: v for k, v in row.items() if k != "epoch"}
+    metrics["best_test_acc"] = best["test_acc"]
+    if "val_acc" in best:
+        metrics["best_val_acc"] = best["val_acc"]
+    return metrics
+
+
+def fit(cfg, rt: runtime.Runtime, meta: dict, saved: dict | None = None) -> state.Progress:
+    """The epoch loop: train, evaluate, keep the best and the last checkpoint, one MLflow
+    batch per epoch. `saved` (a last.pt) continues a run after its last complete epoch.
 
     In an Optuna sweep each epoch's score goes to the trial, and the loop stops early when
-    the pruner says so. Returns (history, best, lrs): one row per epoch, the best row plus
-    where it was saved, and the LR of every optimizer step.
+    the pruner says so. Returns the Progress: one row per epoch, the best row plus where it
+    was saved, and the LR of every optimizer step.
     """
+    model, data, device, tracker, trial = rt.model, rt.data, rt.device, rt.tracker, rt.launch.trial
     optimizer = build_optimizer(cfg, model)
     schedule = build_scheduler(cfg, optimizer, steps_per_epoch=len(data.train))
     l1 = L1Penalty(model, cfg.l1_weight)
     selected_on = "val" if data.val is not None else "test"
-    checkpoint_path = output_dir / "checkpoints" / "best.pt"
+    best_path = rt.output_dir / "checkpoints" / "best.pt"
+    last_path = resuming.last_path(rt.output_dir)
+    objects = {
+        "model": model,
+        "optimizer": optimizer,
+        "schedule": schedule,
+        "scaler": None,  # mixed precision is not built yet: no AMP scaler to keep
+        "order": data.train.order,  # the data order and augmentation stream
+    }
+    progress = state.Progress()
+    if saved is not None:
+        progress = state.restore(saved, **objects)
+        progress.best["checkpoint"] = best_path
+        log.info("resumed after epoch %d of %d from %s", progress.epoch, cfg.epochs, last_path)
 
-    history: list[dict] = []
-    best: dict = {}
-    lrs: list[float] = []
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(progress.epoch + 1, cfg.epochs + 1):
         stats = train_one_epoch(
             model,
             data.train,
@@ -144,7 +196,7 @@ def fit(cfg, model, data, device, output_dir: Path, config: dict, tracker: Track
             description=f"epoch {epoch}/{cfg.epochs}",
         )
         schedule.step_epoch()
-        lrs += stats.lrs
+        progress.lrs += stats.lrs
         test_loss, test_acc = evaluate(model, data.test, device)
         row = {
             "epoch": epoch,
@@ -158,12 +210,14 @@ def fit(cfg, model, data, device, output_dir: Path, config: dict, tracker: Track
         }
         if data.val is not None:
             row["val_loss"], row["val_acc"] = evaluate(model, data.val, device)
-        history.append(row)
+        progress.history.append(row)
+        progress.epoch = epoch
 
+        best = progress.best
         score = row[f"{selected_on}_acc"]
         improved = not best or score > best[f"{selected_on}_acc"]
         if improved:
-            best = {**row, "selected_on": selected_on, "checkpoint": checkpoint_path}
+            progress.best = best = {**row, "selected_on": selected_on, "checkpoint": best_path}
             save_checkpoint(
                 {
                     "model": model.state_dict(),
@@ -172,17 +226,16 @@ def fit(cfg, model, data, device, output_dir: Path, config: dict, tracker: Track
                     "selected_on": selected_on,
                     "metrics": row,
                     "classes": data.classes,
-                    "config": config,
+                    "config": meta["config"],
                     "eva_version": eva.__version__,
                     "mlflow_run_id": tracker.run_id,  # mode=test links back to this run
                 },
-                checkpoint_path,
+                best_path,
             )
-        metrics = {k: v for k, v in row.items() if k != "epoch"}
-        metrics["best_test_acc"] = best["test_acc"]  # of the best epoch so far
-        if data.val is not None:
-            metrics["best_val_acc"] = best["val_acc"]
-        tracker.log_metrics(metrics, step=epoch)
+        # Saved before the epoch is logged: a kill in between costs a log line, which the
+        # resume sends again, never an epoch of training.
+        state.save_last(last_path, progress, **objects, meta=meta)
+        tracker.log_metrics(epoch_metrics(row, best), step=epoch)
 
         val = f" val_acc {row['val_acc']:.4f}" if data.val is not None else ""
         log.info(
@@ -203,7 +256,7 @@ def fit(cfg, model, data, device, output_dir: Path, config: dict, tracker: Track
         if trial is not None and trial.report(score, epoch):
             log.info("pruned by the sweep after epoch %d of %d", epoch, cfg.epochs)
             break
-    return history, best, lrs
+    return progress
 
 
 def record_outputs(cfg, tracker: Tracker, model, data, results: dict, output_dir: Path) -> None:

@@ -20,7 +20,10 @@ def is_number(value) -> bool:
 
 def validate(cfg) -> None:
     _require(cfg.mode in MODES, f"mode={cfg.mode!r}: expected one of {', '.join(MODES)}")
-    _require(not cfg.resume, "resume=true: not available in this version of eva")
+    _require(
+        not cfg.resume or cfg.mode == "train",
+        f"resume=true continues a training run; mode={cfg.mode} has nothing to resume",
+    )
     _require(cfg.epochs > 0, f"epochs={cfg.epochs}: must be a positive whole number")
     _require(cfg.batch_size > 0, f"batch_size={cfg.batch_size}: must be a positive whole number")
     _require(cfg.threads is None or cfg.threads > 0, f"threads={cfg.threads}: must be positive")

@@ -238,16 +238,33 @@ def test_a_sweep_resumes_to_its_total_with_new_params_and_one_parent_run(mlflow_
     assert parent.data.params["search.model.dropout"] == "interval(0.0, 0.3)"
 
 
-def test_failing_trials_are_fail_and_the_sweep_goes_on_within_max_failure_rate(tmp_path):
-    """Grid over 4 points, 2 of which fail validation (dropout 1.5): a failed trial is FAIL,
-    is replaced by another, and the sweep ends with its 2 finished trials."""
+@pytest.mark.parametrize(
+    ("swept", "bad", "error"),
+    [
+        # a value validation refuses
+        (["model.dropout=choice(0.0, 1.5)"], 1.5, "model.dropout=1.5: must be in [0, 1)"),
+        # a learning rate whose loss becomes NaN in the first epoch
+        (
+            ["scheduler=constant", "optimizer.lr=choice(0.05, 1e12)"],
+            1e12,
+            "NonFiniteLoss: epoch 1/1: the training loss is",
+        ),
+    ],
+    ids=["bad-value", "nan-loss"],
+)
+def test_failing_trials_are_fail_and_the_sweep_goes_on_within_max_failure_rate(
+    tmp_path, swept, bad, error
+):
+    """Grid over 4 points, 2 of which fail: a failed trial is FAIL with its error, is
+    replaced by another, and the sweep ends with its 2 finished trials."""
+    key = swept[-1].split("=")[0]
     r = run_cli(
         sweep_cli(
             tmp_path,
             experiment_name(),
             "hydra/sweeper/sampler=grid",
             "hydra.sweeper.params=null",
-            "model.dropout=choice(0.0, 1.5)",
+            *swept,
             "seed=choice(1, 2)",
             "hydra.sweeper.n_trials=2",
             "hydra.sweeper.n_jobs=4",
@@ -258,12 +275,12 @@ def test_failing_trials_are_fail_and_the_sweep_goes_on_within_max_failure_rate(t
     assert r.returncode == 0, r.stderr[-3000:]
     study = load(tmp_path)
     assert states(study).count("COMPLETE") == 2
-    assert states(study).count("FAIL") >= 1  # with this seed the grid meets dropout=1.5
+    assert states(study).count("FAIL") >= 1  # with this seed the grid meets the bad value
     for trial in study.trials:
         failed = trial.state == TrialState.FAIL
-        assert failed == (trial.params["model.dropout"] == 1.5)
+        assert failed == (trial.params[key] == bad)
         if failed:
-            assert "model.dropout=1.5: must be in [0, 1)" in trial.user_attrs["error"]
+            assert error in trial.user_attrs["error"]
 
 
 def test_too_many_failures_stop_the_sweep_with_one_line(mlflow_store, tmp_path):
@@ -406,30 +423,6 @@ def test_a_named_study_refuses_a_command_that_trains_something_else(tmp_path):
     assert line.startswith("Error: hydra.sweeper.study_name=mine: the study was created with")
     assert "fixed_overrides" in line
     assert len(load(tmp_path).trials) == 1  # nothing ran
-
-
-def test_trials_of_a_dead_process_become_fail_and_are_run_again(tmp_path):
-    """A RUNNING trial whose heartbeat stopped (its process was killed) does not count."""
-    url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    storage = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=1)
-    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
-    dead = study.ask({"model.dropout": FloatDistribution(0.0, 0.3)})
-    storage.record_heartbeat(dead._trial_id)  # ... and then nothing: the process died
-    r = run_cli(
-        sweep_cli(
-            tmp_path,
-            experiment_name(),
-            "hydra.sweeper.study_name=s",
-            "hydra.sweeper.params=null",
-            "model.dropout=interval(0.0, 0.3)",
-            "hydra.sweeper.n_trials=1",
-            "hydra.sweeper.heartbeat_interval=1",
-            "hydra.sweeper.grace_period=1",
-        ),
-        tmp_path,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert states(load(tmp_path)) == ["FAIL", "COMPLETE"]
 
 
 def test_bad_sweep_settings_fail_in_one_line(tmp_path):

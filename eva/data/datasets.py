@@ -8,7 +8,6 @@ import gzip
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.error import URLError
 
 import numpy as np
 
@@ -40,7 +39,8 @@ class ImageSet:
 
 def _why(e: BaseException) -> str:
     """First line of why a load failed (URLError keeps the cause in .reason)."""
-    return str(getattr(e, "reason", e)).splitlines()[0]
+    text = str(getattr(e, "reason", e)).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def data_root(cfg) -> Path:
@@ -60,20 +60,23 @@ def _cifar10(cfg, train: bool) -> ImageSet:
     from torchvision.datasets import CIFAR10
 
     root = data_root(cfg)
+    folder = root / "cifar-10-batches-py"
     try:
         ds = CIFAR10(root, train=train, download=False)
-    except RuntimeError:  # missing or failing its md5 check
+    except RuntimeError:  # missing, or a file fails its md5 check
+        there = folder.is_dir() and any(folder.iterdir())
+        state = "is corrupt or incomplete (md5 check failed)" if there else "is not there"
         if not cfg.download:
-            raise EvaError(
-                f"CIFAR-10 not found in {root / 'cifar-10-batches-py'} and dataset.download=false"
-            ) from None
+            raise EvaError(f"CIFAR-10 in {folder} {state} and dataset.download=false") from None
         try:
             ds = CIFAR10(root, train=train, download=True)
-        except (URLError, OSError, RuntimeError) as e:
+        except Exception as e:  # offline, proxy, disk full, a bad archive
             raise EvaError(
-                f"CIFAR-10 not found in {root / 'cifar-10-batches-py'} and the download failed "
-                f"({_why(e)}): put {CIFAR10_URL.rsplit('/', 1)[1]} from {CIFAR10_URL} in {root}"
+                f"CIFAR-10 in {folder} {state} and the download failed ({_why(e)}): put "
+                f"{CIFAR10_URL.rsplit('/', 1)[1]} from {CIFAR10_URL} in {root}"
             ) from None
+    except Exception as e:  # passed the md5 check, yet unreadable
+        raise EvaError(f"CIFAR-10 in {folder} cannot be read ({_why(e)})") from None
     return ImageSet(np.asarray(ds.data), np.asarray(ds.targets, dtype=np.int64), list(ds.classes))
 
 
@@ -101,11 +104,13 @@ def _fashion_mnist(cfg, train: bool) -> ImageSet:
         _unpack_debian_fashion_mnist(raw)
     try:
         ds = FashionMNIST(root, train=train, download=cfg.download and not (have or debian))
-    except (URLError, OSError, RuntimeError, ValueError) as e:  # missing, or unreadable
-        raise EvaError(
-            f"Fashion-MNIST not found in {raw} ({_why(e)}): install the Debian package "
-            f"dataset-fashion-mnist, or put the four *-ubyte files there"
-        ) from None
+    except Exception as e:  # missing, failed download, or files torchvision cannot parse
+        if have:  # the files are there but torchvision cannot parse them
+            fix = "delete them (eva unpacks the Debian package dataset-fashion-mnist again)"
+        else:
+            fix = "install the Debian package dataset-fashion-mnist, or put the *-ubyte files there"
+        state = "cannot be read" if have else "not found"
+        raise EvaError(f"Fashion-MNIST in {raw} {state} ({_why(e)}): {fix}") from None
     images = ds.data.numpy()[..., None]  # (N, 28, 28) -> (N, 28, 28, 1)
     return ImageSet(images, ds.targets.numpy().astype(np.int64), list(ds.classes))
 

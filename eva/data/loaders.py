@@ -2,11 +2,9 @@
 plain tensor batcher (no per-image work at all) for evaluation and un-augmented training.
 """
 
-import random
-
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 def normalize_batch(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -38,6 +36,7 @@ class TensorBatches:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = generator
+        self.order = generator  # None when not shuffled; see SeededBatches
 
     def __len__(self) -> int:
         return -(-len(self.labels) // self.batch_size)  # ceil: the last batch may be short
@@ -54,7 +53,12 @@ class TensorBatches:
 
 
 class AugmentedImages(Dataset):
-    """One albumentations call per image: uint8 HWC in, normalized float CHW tensor out."""
+    """One albumentations call per image: uint8 HWC in, normalized float CHW tensor out.
+
+    Keys come from SeededBatches: (index, seed of its batch). The pipeline is reseeded once
+    per batch, so what a batch looks like depends on the loader's generator alone, not on
+    which worker draws it, how many workers there are, or what ran before (resume).
+    """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
         self.images, self.labels, self.transform = images, labels, transform
@@ -62,22 +66,36 @@ class AugmentedImages(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int):
-        return self.transform(image=self.images[i])["image"], int(self.labels[i])
+    def __getitem__(self, key: tuple[int, int]):
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: list[tuple[int, int]]) -> list:
+        # The DataLoader hands a whole batch of keys here (torch >= 2.1): one reseed per batch.
+        self.transform.set_random_seed(keys[0][1])
+        return [
+            (self.transform(image=self.images[i])["image"], int(self.labels[i])) for i, _ in keys
+        ]
 
 
-def seed_worker(worker_id: int) -> None:
-    """Give each DataLoader worker its own, reproducible random streams.
+class SeededBatches(Sampler):
+    """Shuffled batches of (index, batch seed) keys, drawn from one torch.Generator.
 
-    torch seeds each worker with base_seed + worker_id (base_seed drawn from the loader's
-    seeded generator); numpy, python and the albumentations pipeline follow that seed, so
-    workers do not repeat each other's augmentations and a rerun repeats them exactly.
+    Each epoch takes a permutation and one seed per batch from the generator: its state
+    at an epoch boundary decides everything random about the data of the epochs after it.
+    That state is what a resumable checkpoint saves as "the data order".
     """
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-    info = torch.utils.data.get_worker_info()
-    info.dataset.transform.set_random_seed(seed)
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator):
+        self.n, self.batch_size, self.generator = n, batch_size, generator
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=self.generator).tolist()
+        seeds = torch.randint(0, 2**62, (len(self),), generator=self.generator).tolist()
+        for b, seed in enumerate(seeds):
+            yield [(i, seed) for i in order[b * self.batch_size : (b + 1) * self.batch_size]]
 
 
 def augmented_loader(
@@ -89,13 +107,15 @@ def augmented_loader(
     num_workers: int,
     pin_memory: bool,
 ) -> DataLoader:
-    return DataLoader(
+    loader = DataLoader(
         AugmentedImages(images, labels, transform),
-        batch_size=batch_size,
-        shuffle=True,
-        generator=generator,
+        batch_sampler=SeededBatches(len(labels), batch_size, generator),
+        # The workers' own base seed: drawn from a generator of its own, so that creating a
+        # loader iterator never consumes the global torch stream (dropout, init).
+        generator=torch.Generator().manual_seed(generator.initial_seed()),
         num_workers=num_workers,
-        worker_init_fn=seed_worker if num_workers > 0 else None,
         persistent_workers=num_workers > 0,  # no worker start-up cost every epoch
         pin_memory=pin_memory,
     )
+    loader.order = generator  # what a checkpoint saves to resume the data where it was
+    return loader

@@ -4,6 +4,7 @@ Loss and accuracy are summed on the device and read back only when the progress 
 redrawn (a few times a second at most), so the loop does not wait on the GPU every step.
 """
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -11,6 +12,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
+
+from eva.errors import EvaError
+
+CHECK_EVERY = 50  # steps between checks that the loss is finite (each one syncs the device)
+
+
+class NonFiniteLoss(EvaError):
+    """The training loss became NaN or infinite: the run stops instead of training garbage."""
+
+
+def check_finite(loss_sum: float, steps: int, total: int, lr: float, description: str) -> None:
+    if not math.isfinite(loss_sum):
+        raise NonFiniteLoss(
+            f"{description}: the training loss is {loss_sum} by step {steps} of {total} "
+            f"(lr {lr:.3g}): lower the learning rate (scheduler.max_lr, or optimizer.lr)"
+        )
 
 
 @dataclass
@@ -63,15 +80,20 @@ def train_one_epoch(
         correct += (logits.detach().argmax(1) == labels).sum()
         if not bar.disable and steps % 10 == 0:  # .item() syncs the device: only every 10 steps
             elapsed = time.perf_counter() - start
+            total_loss = loss_sum.item()
+            check_finite(total_loss, steps, len(batches), lr, description)
             bar.set_postfix(
-                loss=f"{loss_sum.item() / seen:.4f}",
+                loss=f"{total_loss / seen:.4f}",
                 acc=f"{correct.item() / seen:.3f}",
                 lr=f"{lr:.2e}",
                 img_s=f"{seen / elapsed:.0f}",
                 refresh=False,
             )
+        elif steps % CHECK_EVERY == 0:
+            check_finite(loss_sum.item(), steps, len(batches), lr, description)
     bar.close()
     seconds = time.perf_counter() - start
+    check_finite(loss_sum.item(), steps, len(batches), lr, description)
     return EpochStats(
         loss=loss_sum.item() / max(seen, 1),
         acc=correct.item() / max(seen, 1),

@@ -48,6 +48,7 @@ class StudyParent:
         run_id = study.user_attrs.get(RUN_ID_ATTR)
         if run_id and tracker.reopen(run_id):
             tracker.set_tags(tags)
+            _forget_error(tracker)  # why an earlier command stopped; this one goes on
             log.info("MLflow parent run %s reopened", run_id)
         else:
             name = config.tracking.run_name or config.name
@@ -85,3 +86,15 @@ class StudyParent:
                 self.tracker.end_quietly(status, error)
             else:
                 self.tracker.end(status)
+
+
+def _forget_error(tracker: Tracker) -> None:
+    """Drop the `error` tag an interrupted command left, so a study that then completes
+    does not read FINISHED with an error; that command's log and trials keep the reason."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        MlflowClient(tracker.uri).delete_tag(tracker.run_id, "error")
+    except MlflowException:  # there was none
+        pass

@@ -1,7 +1,7 @@
 """The sweep loop of `hydra/sweeper=eva_optuna`: ask Optuna, launch jobs, tell Optuna.
 
     until the study has n_trials finished (COMPLETE + PRUNED) trials:
-        mark trials whose process died (no heartbeat for grace_period) FAIL
+        mark trials whose process died FAIL (eva/sweep/stale.py), end their MLflow runs
         ask for as many trials as are missing, at most n_jobs (running ones count)
         launch them (basic launcher: one after another; joblib: in parallel)
         tell Optuna how each ended: its value, PRUNED, or FAIL
@@ -26,6 +26,7 @@ from eva.errors import EvaError
 from eva.sweep import study as studies
 from eva.sweep.sampling import Heartbeat, build_sampler, derived_seed
 from eva.sweep.space import grid, parse_space, trial_overrides
+from eva.sweep.stale import DeadTrials, stop_with_launcher
 from eva.sweep.trial import (
     SLOT_ENV,
     SLOTS_ENV,
@@ -103,10 +104,12 @@ class StudyRunner:
         seed = derived_seed(s.sampler.seed, n_existing, self.worker, host)
         self.study.sampler = build_sampler(s.sampler, self.space, seed)
         self.study.pruner = instantiate(s.pruner)
+        self.dead = DeadTrials(self.study, self.storage)
         os.environ[STUDY_ENV] = json.dumps({"storage": self.url, "study": name})
         self.parent = StudyParent.open(
             self.config, self.study, self.space, self.url, self.sweep_dir
         )
+        self.dead.end_orphan_runs(self.parent.tracker)  # the store of the trials' runs
         log.info(
             "study %s in %s: %d of %d trials finished; searching %s",
             name,
@@ -131,6 +134,7 @@ class StudyRunner:
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
 
         previous = install_sigterm_interrupt()  # SIGTERM: stop like Ctrl-C, cleanly
+        stop_with_launcher()  # an eva-sweep worker: SIGTERM when eva-sweep dies, even by -9
         try:
             self.open(arguments)
             if os.environ.get(READY_ENV):
@@ -138,13 +142,15 @@ class StudyRunner:
             if self.role != "finalize":
                 with Heartbeat(self.storage, self.s.heartbeat_interval) as heartbeat:
                     self.loop(heartbeat)
+            else:  # eva-sweep after its workers: trials of a killed one are not left RUNNING
+                self.dead.fail()
             result = self.report()
             running = result["counts"].get("running", 0)
             complete = result["finished"] >= self.n_trials and running == 0
             if self.role == "" or (self.role == "worker" and complete):
                 self.parent.end("FINISHED")  # workers: the last one to see the study done
-            elif self.role == "finalize":
-                self.parent.end(os.environ.get(OUTCOME_ENV, "FINISHED"))
+            elif self.role == "finalize":  # the study is what the parent run stands for
+                self.parent.end("FINISHED" if complete else os.environ.get(OUTCOME_ENV, "FINISHED"))
             return result
         except KeyboardInterrupt:
             self.abandon("interrupted (Ctrl-C or SIGTERM)", "KILLED")
@@ -156,14 +162,13 @@ class StudyRunner:
             signal.signal(signal.SIGTERM, previous)
 
     def loop(self, heartbeat: Heartbeat) -> None:
-        import optuna
         from optuna.trial import TrialState
 
         launched = failed = 0
         waiting_logged = False
         parallel = 1 if type(self.launcher).__name__ == "BasicLauncher" else self.s.n_jobs
         while True:
-            optuna.storages.fail_stale_trials(self.study)  # trials of dead processes -> FAIL
+            self.dead.fail()
             by_state = studies.counts(self.study)
             done = studies.finished(by_state)
             missing = self.n_trials - done - by_state["RUNNING"]
@@ -199,7 +204,11 @@ class StudyRunner:
                 )
 
     def ask(self, n: int, heartbeat: Heartbeat) -> list:
-        """n new trials, none repeating a parameter set that finished or is running."""
+        """n new trials, none repeating a parameter set that finished or is running.
+
+        A FAIL trial's set may come again (one whose process was killed may well succeed),
+        but is not re-enqueued: its values may be what got it killed (OOM), and would loop.
+        """
         from optuna.trial import TrialState
 
         alive = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
@@ -211,6 +220,7 @@ class StudyRunner:
                 heartbeat.add(trial._trial_id)
                 key = _params_key(trial.params)
                 if key not in taken:
+                    self.dead.claim(trial)  # a same-host rerun sees at once when we are gone
                     break
                 trial.set_user_attr("duplicate", True)  # drawn again: not run, not counted
                 self.study.tell(trial, state=TrialState.FAIL)
@@ -294,14 +304,8 @@ class StudyRunner:
 
     def abandon(self, why: str, status: str) -> None:
         """Stopped early: in-flight trials FAIL (they rerun next time), parent run ended."""
-        from optuna.trial import TrialState
-
-        for trial in self.in_flight:
-            try:
-                trial.set_user_attr("error", why)
-                self.study.tell(trial, state=TrialState.FAIL)
-            except Exception as e:
-                log.warning("could not mark trial %d FAIL: %s", trial.number, e)
+        if self.in_flight:
+            self.dead.stop(self.in_flight, why)
         self.in_flight.clear()
         if self.parent is not None:
             try:

@@ -66,8 +66,14 @@ class TrialLink:
         return self._trial
 
     def record(self, attrs: dict[str, str]) -> None:
-        """User attributes of the trial, e.g. its MLflow run id and output dir."""
-        for key, value in attrs.items():
+        """User attributes of the trial, e.g. its MLflow run id and output dir.
+
+        Also which process trains it: a sweep that finds the trial dead ends its MLflow run
+        only once that process is gone too (eva/sweep/stale.py).
+        """
+        from eva.sweep.stale import JOB_ATTR, this_process
+
+        for key, value in {**attrs, JOB_ATTR: this_process()}.items():
             self.trial.set_user_attr(key, value)
 
     def report(self, score: float, epoch: int) -> bool:

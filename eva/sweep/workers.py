@@ -10,6 +10,8 @@ runs `python train.py -m <overrides>` as G worker processes:
      count, and a trial that fails or dies is run again by whoever is free;
   3. the worker that sees the study complete writes optimization_results.yaml and ends the
      parent run; after a failure or Ctrl-C, a last short process ends it FAILED / KILLED.
+A killed worker's trial is failed at once by the others (eva/sweep/stale.py); when eva-sweep
+itself is killed, its workers get SIGTERM and stop as after Ctrl-C.
 On several machines, run the same command on each with one PostgreSQL storage
 (hydra.sweeper.storage=postgresql://...) and one MLflow server (tracking.uri=http://...).
 """
@@ -25,6 +27,7 @@ import time
 from pathlib import Path
 
 from eva.sweep.runner import OUTCOME_ENV, READY_ENV, ROLE_ENV
+from eva.sweep.stale import LAUNCHER_ENV
 from eva.sweep.trial import WORKER_ENV, WORKERS_ENV
 
 
@@ -65,6 +68,7 @@ def start_worker(command: list[str], index: int, workers: int, extra_env: dict |
     env = {
         **os.environ,
         ROLE_ENV: "worker",
+        LAUNCHER_ENV: str(os.getpid()),
         WORKER_ENV: str(index),
         WORKERS_ENV: str(workers),
         **(extra_env or {}),

@@ -77,6 +77,13 @@ class MlflowSweepCallback(Callback):
         self._previous_sigterm = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.get("resume"):
+            print(
+                "Error: resume=true continues one run (python train.py ... resume=true "
+                "hydra.run.dir=DIR); a sweep continues when its -m command runs again",
+                file=sys.stderr,
+            )
+            sys.exit(1)
         if not config.tracking.enabled:
             return
         if str(config.hydra.sweeper.get("_target_", "")).endswith(".EvaOptunaSweeper"):
@@ -88,7 +95,9 @@ class MlflowSweepCallback(Callback):
         try:
             self._start_parent(config)
         except EvaError as e:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            from eva.cli import full_errors
+
+            if full_errors():
                 log.exception("cannot start the sweep")
             print(f"Error: {e}", file=sys.stderr)
             sys.exit(1)

@@ -49,6 +49,7 @@ class Launch:
     trial: Any = None  # eva.sweep.trial.TrialLink of an Optuna sweep job: reports, may prune
     slot: int | None = None  # which of `slots` parallel jobs this is (device, CPU share)
     slots: int = 1
+    overrides: list[str] = field(default_factory=list)  # the command line's, for a resume hint
 
 
 class Tracker:
@@ -132,6 +133,13 @@ class Tracker:
             self._client.update_run(run_id, status="RUNNING")
         self.run_id = run_id
         return True
+
+    def logged_steps(self, key: str) -> set[int]:
+        """Steps at which the run already has metric `key` (a resumed run fills the gaps)."""
+        if not self.run_id:
+            return set()
+        with self._timed("start"):
+            return {m.step for m in self._client.get_metric_history(self.run_id, key)}
 
     def log_metrics(self, metrics: dict[str, float], step: int, phase: str = "epochs") -> None:
         """All of one epoch's numbers in a single call."""

@@ -1,6 +1,5 @@
 """`hydra/sweeper=eva_optuna`: the Hydra side; the work is in eva/sweep/runner.py."""
 
-import os
 import sys
 from typing import Any
 
@@ -26,6 +25,7 @@ class EvaOptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> Any:
+        from eva.cli import full_errors
         from eva.errors import EvaError
         from eva.sweep.runner import StudyRunner
 
@@ -35,7 +35,7 @@ class EvaOptunaSweeper(Sweeper):
         try:
             return runner.run(arguments)
         except EvaError as e:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            if full_errors():
                 raise
             print(f"Error: {e}", file=sys.stderr)  # one line, no traceback
             sys.exit(1)

@@ -1,0 +1,213 @@
+"""Bad input on the command line: one line naming the bad value, exit 1, nothing left behind.
+
+Each case runs `train.py` in this process (runpy, as `python train.py ...` would, ~0.3 s a
+case instead of ~5 s for a new interpreter); test_the_real_command_line... checks that a
+real process behaves the same.
+"""
+
+import os
+import runpy
+import subprocess
+import sys
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from tests.helpers import REPO, TINY_CLI, run_cli
+
+TRAIN = str(REPO / "train.py")
+RUN = ["batch_size=32", "epochs=1", "threads=1", "progress=false", "report.enabled=false"]
+SYNTHETIC = ["dataset=synthetic", "dataset.train_size=96", "dataset.test_size=64"]
+TINY_MODEL = ["model=session6", "model.channels=[8,16,16,16]"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    """An MLflow store of this module's own: after every case, no run in it is RUNNING."""
+    from eva.tracking.store import prepare_experiment
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('errors') / 'mlflow.db'}"
+    prepare_experiment(uri, "errors")
+    return uri
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict:
+    """A session6 checkpoint, a foreign torch file, a text file, corrupt dataset folders."""
+    from hydra import compose, initialize_config_dir
+
+    import eva.config  # noqa: F401  (registers the schemas)
+    from eva.training import train
+
+    root = tmp_path_factory.mktemp("inputs")
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", [*TINY_CLI, "tracking.enabled=false"])
+    train(cfg, root / "trained")
+    torch.save({"weights": torch.zeros(3)}, root / "foreign.pt")
+    (root / "notes.txt").write_text("not a checkpoint\n")
+    cifar = root / "corrupt" / "cifar-10-batches-py"
+    cifar.mkdir(parents=True)
+    for name in ["data_batch_1", "test_batch", "batches.meta"]:
+        (cifar / name).write_bytes(b"garbage")
+    raw = root / "corrupt" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ["train-images", "t10k-images"]:
+        (raw / f"{name}-idx3-ubyte").write_bytes(b"\x00\x00\x08\x09garbage")
+    for name in ["train-labels", "t10k-labels"]:
+        (raw / f"{name}-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01garbage")
+    return {
+        "best": root / "trained" / "checkpoints" / "best.pt",
+        "foreign": root / "foreign.pt",
+        "text": root / "notes.txt",
+        "corrupt": root / "corrupt",
+        "empty": root / "empty",
+    }
+
+
+# (case id, arguments after train.py, text the one line must contain). {name} is filled from
+# the `files` fixture. A tiny synthetic run is added unless the case picks a dataset/model.
+CASES = [
+    ("epochs-zero", ["epochs=0"], "epochs=0: must be a positive whole number"),
+    ("epochs-negative", ["epochs=-3"], "epochs=-3: must be a positive whole number"),
+    ("epochs-not-a-number", ["epochs=abc"], "epochs=abc: Value 'abc'"),
+    ("batch-zero", ["batch_size=0"], "batch_size=0: must be a positive whole number"),
+    ("batch-negative", ["batch_size=-32"], "batch_size=-32: must be a positive whole number"),
+    ("dropout-one", ["model.dropout=1.0"], "model.dropout=1.0: must be in [0, 1)"),
+    ("dropout-negative", ["model.dropout=-0.1"], "model.dropout=-0.1: must be in [0, 1)"),
+    ("lr-negative", ["optimizer.lr=-0.1"], "optimizer.lr=-0.1: must be positive"),
+    ("l1-negative", ["l1_weight=-1e-05"], "l1_weight=-1e-05: must be 0 or more"),
+    ("unknown-model", ["model=resnet9000"], "model=resnet9000: no such option (available:"),
+    ("unknown-optimizer", ["optimizer=nadam"], "optimizer=nadam: no such option"),
+    ("unknown-key", ["epoch=3"], "epoch=3: Key 'epoch' not in 'TrainConfig'"),
+    ("max-lr-banana", ["scheduler.max_lr=banana"], "scheduler.max_lr=banana: must be a posit"),
+    ("no-such-gpu", ["device=cuda:7"], "device='cuda:7': this machine has 0 CUDA device(s)"),
+    ("no-such-device", ["device=tpu"], "device='tpu': expected auto, cpu, cuda or cuda:N"),
+    ("unknown-mode", ["mode=serve"], "mode='serve': expected one of train, test, lr_find"),
+    ("threads-zero", ["threads=0"], "threads=0: must be positive"),
+    ("subset-zero", ["dataset.train_subset=0"], "dataset.train_subset=0: must be between"),
+    (
+        "cifar-missing",
+        ["dataset=cifar10", "dataset.root={empty}", "dataset.download=false"],
+        "cifar-10-batches-py is not there and dataset.download=false",
+    ),
+    (
+        "cifar-corrupt",
+        ["dataset=cifar10", "dataset.root={corrupt}", "dataset.download=false"],
+        "is corrupt or incomplete (md5 check failed)",
+    ),
+    (
+        "cifar-offline",
+        ["dataset=cifar10", "dataset.root={empty}"],
+        "the download failed (",
+    ),
+    (
+        "fashion-mnist-corrupt",
+        ["dataset=fashion_mnist", "dataset.root={corrupt}"],
+        "FashionMNIST/raw cannot be read",
+    ),
+    ("test-no-checkpoint", ["mode=test"], "mode=test needs checkpoint=PATH"),
+    ("test-missing-checkpoint", ["mode=test", "checkpoint=gone.pt"], "checkpoint=gone.pt: no such"),
+    (
+        "test-foreign-checkpoint",
+        ["mode=test", "checkpoint={foreign}"],
+        "not an eva checkpoint (no model weights or name)",
+    ),
+    ("test-text-file", ["mode=test", "checkpoint={text}"], "not a checkpoint eva can read"),
+    (
+        "test-other-model",
+        ["mode=test", "checkpoint={best}", "model=ultimus"],
+        "holds a session6 model, the config builds ultimus: add model=session6",
+    ),
+    (
+        "tracking-unreachable",
+        ["tracking.uri=http://127.0.0.1:9", "tracking.timeout=1"],
+        "tracking.uri=http://127.0.0.1:9",
+    ),
+    ("resume-nothing", ["resume=true"], "resume=true: no checkpoints/last.pt in"),
+    ("resume-test-mode", ["resume=true", "mode=test"], "mode=test has nothing to resume"),
+    (
+        "sweep-bad-syntax",
+        ["-m", "model.dropout=interval(0,"],
+        "model.dropout=interval(0,: not a valid override",
+    ),
+    (
+        "sweep-bad-distribution",
+        ["-m", "hydra/sweeper=eva_optuna", "model.dropout=interval(0.5)"],
+        "model.dropout",
+    ),
+    ("sweep-resume", ["-m", "resume=true", "seed=1,2"], "resume=true continues one run"),
+]
+
+
+def run_in_process(args: list[str], capsys) -> tuple[int, str, str]:
+    argv = sys.argv
+    sys.argv = [TRAIN, *args]
+    try:
+        runpy.run_path(TRAIN, run_name="__main__")
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    finally:
+        sys.argv = argv
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(("case", "args", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_1_and_leaves_nothing(
+    case, args, expected, store, files, tmp_path, capsys, monkeypatch
+):
+    # CIFAR-10 offline, for certain: the download goes to a proxy port nobody listens on.
+    # urllib keeps the opener (with its proxies) it builds first: a fresh one here, and the
+    # old one back afterwards, or later tests would talk to that dead proxy too.
+    import urllib.request
+
+    monkeypatch.setattr(urllib.request, "_opener", None)
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    flags = [a for a in args if a.startswith("-")]  # -m goes before the overrides
+    filled = [a.format(**files) for a in args if not a.startswith("-")]
+    given = [*RUN, f"tracking.uri={store}", "tracking.experiment=errors"]
+    if not any(a.startswith("dataset=") for a in args):
+        given += SYNTHETIC
+    if not any(a.startswith("model=") for a in args):
+        given += TINY_MODEL
+    extra = [f"hydra.run.dir={run}", f"hydra.sweep.dir={tmp_path / 'multirun'}"]
+    code, out, err = run_in_process([*flags, *given, *filled, *extra], capsys)
+
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1, (code, err)
+    assert len(lines) == 1, err  # one line, no traceback, no Hydra banner
+    assert lines[0].startswith("Error: ")
+    assert expected.format(**files) in lines[0], lines[0]
+    assert "Traceback" not in err + out
+
+    assert not list(tmp_path.rglob("checkpoints")) and not list(tmp_path.rglob("results.json"))
+    client = MlflowClient(store)
+    running = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], "attributes.status = 'RUNNING'"
+    )
+    assert not running, [r.info.run_name for r in running]
+
+
+def test_the_real_command_line_prints_one_line_or_the_traceback_on_request(tmp_path):
+    bad = [*TINY_CLI, "tracking.enabled=false", "model.dropout=1.5", f"hydra.run.dir={tmp_path}"]
+    r = run_cli(bad, tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.strip() == "Error: model.dropout=1.5: must be in [0, 1)"
+
+    typo = run_cli([*TINY_CLI, "tracking.enabled=false", "epohcs=2"], tmp_path)
+    assert typo.returncode == 1
+    assert typo.stderr.strip().startswith("Error: epohcs=2: Key 'epohcs' not in 'TrainConfig'")
+
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
+    full = subprocess.run(
+        [sys.executable, TRAIN, *bad], cwd=tmp_path, capture_output=True, text=True, env=env
+    )
+    assert full.returncode == 1
+    assert "Traceback (most recent call last)" in full.stderr
+    assert "eva.errors.EvaError: model.dropout=1.5: must be in [0, 1)" in full.stderr
