@@ -53,3 +53,36 @@ def test_loading_refuses_pickled_code(tmp_path):
     torch.save({"callback": print}, path)  # plain torch.save can pickle any object
     with pytest.raises(Exception, match="[Ww]eights only"):
         load_checkpoint(path)
+
+
+def test_a_loss_gone_nan_mid_epoch_stops_at_the_next_check(monkeypatch):
+    """No progress bar: the loss is read back every CHECK_EVERY (50) steps, not every step."""
+    from eva.engine import loop
+    from eva.optim.schedulers import Schedule
+
+    class GoesNan(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 3)
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            out = self.fc(x)
+            return out * float("nan") if self.calls > 60 else out  # from step 61 on
+
+    batches = [(torch.randn(2, 4), torch.tensor([0, 1])) for _ in range(120)]
+    model = GoesNan()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    with pytest.raises(loop.NonFiniteLoss) as e:
+        loop.train_one_epoch(
+            model,
+            batches,
+            optimizer,
+            Schedule(None, False),
+            torch.device("cpu"),
+            progress=False,
+            description="epoch 3/5",
+        )
+    assert str(e.value).startswith("epoch 3/5: the training loss is nan by step 100 of 120")
+    assert model.calls == 100  # stopped at the check after step 100, not at the epoch's end
