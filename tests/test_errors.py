@@ -12,9 +12,8 @@ import sys
 
 import pytest
 import torch
+from helpers import REPO, TINY_CLI, run_cli
 from mlflow import MlflowClient
-
-from tests.helpers import REPO, TINY_CLI, run_cli
 
 TRAIN = str(REPO / "train.py")
 RUN = ["batch_size=32", "epochs=1", "threads=1", "progress=false", "report.enabled=false"]

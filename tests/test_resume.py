@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from helpers import REPO, TINY_CLI, experiment_name, run_cli, runs_of
 from mlflow import MlflowClient
 
 from eva.engine import state
@@ -18,7 +19,6 @@ from eva.engine.checkpoint import load_checkpoint
 from eva.errors import EvaError
 from eva.optim import build_optimizer, build_scheduler
 from eva.training import train
-from tests.helpers import REPO, TINY_CLI, experiment_name, run_cli, runs_of
 
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")  # not the timings
 
