@@ -18,6 +18,9 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    from pathlib import Path
+
     from eva.cli import run
 
-    run(main)  # bad input: one line on stderr, exit 1 (HYDRA_FULL_ERROR=1: tracebacks)
+    # bad input: one line on stderr, exit 1 (HYDRA_FULL_ERROR=1: tracebacks); --help: eva's
+    run(main, conf_dir=Path(__file__).resolve().parent / "conf")

@@ -68,15 +68,21 @@ def is_user_error(e: BaseException) -> bool:
     return isinstance(e, EvaError | HydraException | OmegaConfBaseException)
 
 
-def run(hydra_main) -> None:
-    """Call the @hydra.main function with eva's error contract."""
+def run(hydra_main, conf_dir=None) -> None:
+    """Call the @hydra.main function with eva's error contract; `--help` is eva's own
+    (eva/help.py) when conf_dir, the app's config folder, is given."""
+    from eva.help import print_help, wants_help
+
+    main = hydra_main
+    if conf_dir is not None and wants_help(sys.argv[1:]):
+        main = lambda: print_help(conf_dir, sys.argv[1:])  # noqa: E731
     if full_errors() or os.environ.get(SHORT_ERRORS_ENV):  # tracebacks, or already wrapped
-        hydra_main()
+        main()
         return
     saved = os.environ.get(FULL_ERROR_ENV)
     os.environ[FULL_ERROR_ENV] = os.environ[SHORT_ERRORS_ENV] = "1"
     try:
-        hydra_main()
+        main()
     except Exception as e:
         if not is_user_error(e):
             raise  # a bug: keep the traceback

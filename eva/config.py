@@ -76,7 +76,9 @@ class DatasetConfig:
     test_subset: Optional[int] = None
     # Samples held out of the training split to pick the best checkpoint; 0 = pick on test.
     val_size: int = 0
-    num_workers: int = 0  # DataLoader workers for the augmented training set
+    # DataLoader worker processes for augment.backend=albumentations. null: auto, one per
+    # core of this job's share (at most 8) on a GPU, 0 on a CPU (the cores train the net).
+    num_workers: Optional[int] = None
 
 
 @dataclass
@@ -107,6 +109,10 @@ class AugmentConfig:
     pad_mode: str = "reflect"  # reflect | constant (constant pads with the dataset mean)
     cutout_size: int = 0  # side in pixels of one square hole filled with the mean; 0 = off
     cutout_p: float = 0.5
+    # albumentations: per image, in DataLoader workers (the course's way; CPU-bound) |
+    # torch: per batch with tensor ops on the run's device, the data held there as uint8
+    # (eva/data/batched.py; what a GPU needs to be fed). Same augmentations, other streams.
+    backend: str = "albumentations"
 
 
 # --------------------------------------------------------------------------- optimizer
@@ -198,6 +204,9 @@ class TrackingConfig:
     log_model: bool = True  # mlflow.pytorch.log_model of the best weights (loadable, servable)
     log_checkpoint: bool = True  # checkpoints/best.pt as an artifact (ResNet-18: 45 MB)
     timeout: float = 10.0  # seconds to wait for an http tracking server before giving up
+    # MLflow calls in a writer process of their own (eva/tracking/writer.py): its import and
+    # store (~3 s) never delay training. false: in the training process (tracebacks there).
+    process: bool = True
 
 
 # --------------------------------------------------------------------------- lr_find, report
@@ -253,6 +262,10 @@ class TrainConfig:
     # Deterministic GPU kernels (slower): bit-identical reruns and resumes on CUDA as on CPU.
     deterministic: bool = False
     progress: bool = True  # per-batch progress bar (per-epoch log lines are always written)
+    # How the net computes (eva/engine/precision.py); for GPUs, off by default:
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast dtype (fp16 adds a GradScaler)
+    channels_last: bool = False  # NHWC memory layout (faster tensor-core convolutions)
+    compile: bool = False  # torch.compile the model (the first steps wait for compilation)
     lr_find: LrFindConfig = field(default_factory=LrFindConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 

@@ -30,6 +30,8 @@ RUNTIME_KEYS = {
     "threads",
     "checkpoint",
     "deterministic",
+    "channels_last",  # layout and compilation change the speed, not what is trained
+    "compile",
     "dataset.root",
     "dataset.download",
     "dataset.num_workers",

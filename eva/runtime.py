@@ -15,11 +15,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from eva.data import Data, build_data
-from eva.engine.device import resolve_device, slot_device, slot_threads
+from eva.engine.device import auto_workers, resolve_device, slot_device, slot_threads
+from eva.engine.precision import Precision, build_precision, compiled
 from eva.engine.seed import seed_everything, set_deterministic
 from eva.models import build_model, count_parameters
 from eva.tracking import Launch, Tracker
 from eva.tracking.params import config_params, derived_params, run_tags
+from eva.tracking.writer import RemoteTracker
 from eva.validate import validate
 
 log = logging.getLogger(__name__)
@@ -30,11 +32,13 @@ class Runtime:
     cfg: DictConfig
     output_dir: Path
     launch: Launch
-    tracker: Tracker
+    tracker: Tracker | RemoteTracker
     device: torch.device
     started: float  # time.perf_counter() at start-up, for the run's wall time
     data: Data | None = None
-    model: torch.nn.Module | None = None
+    model: torch.nn.Module | None = None  # what checkpoints save and reports explain
+    net: torch.nn.Module | None = None  # what the loop calls: the model, or torch.compile(model)
+    precision: Precision | None = None  # autocast dtype and fp16's GradScaler
     params: int = 0  # trainable parameters of the model
     extra_params: dict[str, str] = field(default_factory=dict)  # derived.* added by a mode
 
@@ -50,7 +54,9 @@ def start(cfg: DictConfig, output_dir: str | Path, launch: Launch | None = None)
     launch = launch or Launch()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    tracker = Tracker.open(cfg.tracking, launch)
+    # A writer process opens MLflow (seconds) while the data loads and the run starts.
+    opener = RemoteTracker if cfg.tracking.process else Tracker
+    tracker = opener.open(cfg.tracking, launch)
     threads = slot_threads(cfg.threads, launch.slots)  # parallel sweep jobs share the cores
     if threads:
         torch.set_num_threads(threads)
@@ -78,9 +84,14 @@ def model_summary(model: torch.nn.Module, input_shape: tuple[int, ...], device) 
 def build(rt: Runtime) -> None:
     """Load the data and build the (freshly initialised) model on the run's device."""
     cfg = rt.cfg
-    rt.data = build_data(cfg, pin_memory=rt.device.type == "cuda")
     d = cfg.dataset
+    workers = auto_workers(d.num_workers, rt.device, rt.launch.slots)
+    rt.data = build_data(cfg, rt.device, workers)
+    rt.precision = build_precision(cfg.precision, rt.device)
     rt.model = build_model(cfg.model, d.in_channels, d.num_classes).to(rt.device)
+    if cfg.channels_last:
+        rt.model = rt.model.to(memory_format=torch.channels_last)
+    rt.net = compiled(rt.model, cfg.compile)
     rt.params = count_parameters(rt.model)
     summary = model_summary(rt.model, rt.input_shape, rt.device)
     (rt.output_dir / "model_summary.txt").write_text(summary + "\n")

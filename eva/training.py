@@ -16,6 +16,7 @@ from eva import runtime
 from eva.engine import state
 from eva.engine.checkpoint import load_checkpoint, save_checkpoint
 from eva.engine.loop import evaluate, train_one_epoch
+from eva.engine.timing import launched_at
 from eva.optim import L1Penalty, build_optimizer, build_scheduler
 from eva.tracking import Launch, Tracker
 from eva.tracking.store import redact
@@ -72,7 +73,6 @@ def _train(cfg, output_dir: Path, launch: Launch | None, saved: dict | None) -> 
             "config": config,
             "classes": data.classes,
             "eva_version": eva.__version__,
-            "mlflow_run_id": tracker.run_id,
             "overrides": saved["overrides"] if saved else list(rt.launch.overrides),
             "lr_find": lr_find,
         }
@@ -99,6 +99,8 @@ def _train(cfg, output_dir: Path, launch: Launch | None, saved: dict | None) -> 
         }
         if saved is not None:
             results["resumed_at_epoch"] = saved["epoch"]
+        if progress.startup_seconds is not None:
+            results["startup_seconds"] = progress.startup_seconds
         if cfg.scheduler.name == "onecycle":
             results["max_lr"] = float(cfg.scheduler.max_lr)  # the peak used, found or given
         if lr_find is not None:
@@ -147,6 +149,16 @@ def _train(cfg, output_dir: Path, launch: Launch | None, saved: dict | None) -> 
     return results
 
 
+def startup_seconds(first_batch_clock: float) -> float | None:
+    """Seconds from the process start to the first training batch (None: unknown)."""
+    start = launched_at()
+    if start is None:
+        return None
+    seconds = first_batch_clock - start
+    log.info("first training batch %.2fs after launch", seconds)
+    return seconds
+
+
 def epoch_metrics(row: dict, best: dict) -> dict[str, float]:
     """One epoch's MLflow batch: its row, and the best epoch's accuracies so far."""
     metrics = {k: v for k, v in row.items() if k != "epoch"}
@@ -165,6 +177,8 @@ def fit(cfg, rt: runtime.Runtime, meta: dict, saved: dict | None = None) -> stat
     was saved, and the LR of every optimizer step.
     """
     model, data, device, tracker, trial = rt.model, rt.data, rt.device, rt.tracker, rt.launch.trial
+    net, precision = rt.net, rt.precision  # net: the model, compiled when cfg.compile
+    how = {"precision": precision, "channels_last": cfg.channels_last}
     optimizer = build_optimizer(cfg, model)
     schedule = build_scheduler(cfg, optimizer, steps_per_epoch=len(data.train))
     l1 = L1Penalty(model, cfg.l1_weight)
@@ -175,7 +189,7 @@ def fit(cfg, rt: runtime.Runtime, meta: dict, saved: dict | None = None) -> stat
         "model": model,
         "optimizer": optimizer,
         "schedule": schedule,
-        "scaler": None,  # mixed precision is not built yet: no AMP scaler to keep
+        "scaler": precision.scaler,  # fp16's loss scale; None otherwise
         "order": data.train.order,  # the data order and augmentation stream
     }
     progress = state.Progress()
@@ -186,7 +200,7 @@ def fit(cfg, rt: runtime.Runtime, meta: dict, saved: dict | None = None) -> stat
 
     for epoch in range(progress.epoch + 1, cfg.epochs + 1):
         stats = train_one_epoch(
-            model,
+            net,
             data.train,
             optimizer,
             schedule,
@@ -194,10 +208,13 @@ def fit(cfg, rt: runtime.Runtime, meta: dict, saved: dict | None = None) -> stat
             l1=l1,
             progress=cfg.progress,
             description=f"epoch {epoch}/{cfg.epochs}",
+            **how,
         )
+        if progress.startup_seconds is None:
+            progress.startup_seconds = startup_seconds(stats.first_batch_clock)
         schedule.step_epoch()
         progress.lrs += stats.lrs
-        test_loss, test_acc = evaluate(model, data.test, device)
+        test_loss, test_acc = evaluate(net, data.test, device, **how)
         row = {
             "epoch": epoch,
             "train_loss": stats.loss,
@@ -209,7 +226,7 @@ def fit(cfg, rt: runtime.Runtime, meta: dict, saved: dict | None = None) -> stat
             "images_per_second": stats.images_per_second,
         }
         if data.val is not None:
-            row["val_loss"], row["val_acc"] = evaluate(model, data.val, device)
+            row["val_loss"], row["val_acc"] = evaluate(net, data.val, device, **how)
         progress.history.append(row)
         progress.epoch = epoch
 
@@ -234,7 +251,10 @@ def fit(cfg, rt: runtime.Runtime, meta: dict, saved: dict | None = None) -> stat
             )
         # Saved before the epoch is logged: a kill in between costs a log line, which the
         # resume sends again, never an epoch of training.
-        state.save_last(last_path, progress, **objects, meta=meta)
+        # run_id: the first read may wait for the writer process to have created the run.
+        state.save_last(
+            last_path, progress, **objects, meta={**meta, "mlflow_run_id": tracker.run_id}
+        )
         tracker.log_metrics(epoch_metrics(row, best), step=epoch)
 
         val = f" val_acc {row['val_acc']:.4f}" if data.val is not None else ""
@@ -261,15 +281,14 @@ def fit(cfg, rt: runtime.Runtime, meta: dict, saved: dict | None = None) -> stat
 
 def record_outputs(cfg, tracker: Tracker, model, data, results: dict, output_dir: Path) -> None:
     """After training: summary metrics, the run's files and plots, the best model, loadable."""
-    tracker.log_metrics(
-        {
-            "best_epoch": results["best_epoch"],
-            "final_test_acc": results["final_test_acc"],
-            "run_seconds": results["seconds"],
-        },
-        step=results["epochs_completed"],
-        phase="final",
-    )
+    final = {
+        "best_epoch": results["best_epoch"],
+        "final_test_acc": results["final_test_acc"],
+        "run_seconds": results["seconds"],
+    }
+    if "startup_seconds" in results:
+        final["startup_seconds"] = results["startup_seconds"]
+    tracker.log_metrics(final, step=results["epochs_completed"], phase="final")
     checkpoint = Path(results["best_checkpoint"])
     tracker.set_tags({"best_checkpoint": str(checkpoint)})
     files = runtime.run_files(output_dir)

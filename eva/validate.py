@@ -7,6 +7,8 @@ before any data is loaded, so a bad value costs a second, not an epoch.
 from eva.errors import EvaError
 
 MODES = ("train", "test", "lr_find")
+PRECISIONS = ("fp32", "bf16", "fp16")
+AUGMENT_BACKENDS = ("albumentations", "torch")
 
 
 def _require(ok: bool, message: str) -> None:
@@ -52,7 +54,18 @@ def validate(cfg) -> None:
         f"dataset.in_channels={d.in_channels}",
     )
     _require(all(v > 0 for v in d.std), f"dataset.std={list(d.std)}: must all be positive")
-    _require(d.num_workers >= 0, f"dataset.num_workers={d.num_workers}: must be 0 or more")
+    _require(
+        d.num_workers is None or d.num_workers >= 0,
+        f"dataset.num_workers={d.num_workers}: must be 0 or more (or null: auto)",
+    )
+    _require(
+        cfg.precision in PRECISIONS,
+        f"precision={cfg.precision!r}: expected one of {', '.join(PRECISIONS)}",
+    )
+    _require(
+        cfg.augment.backend in AUGMENT_BACKENDS,
+        f"augment.backend={cfg.augment.backend!r}: expected one of {', '.join(AUGMENT_BACKENDS)}",
+    )
     if cfg.mode == "test":
         _require(bool(cfg.checkpoint), "mode=test needs checkpoint=PATH (a checkpoint eva wrote)")
     if cfg.mode == "lr_find" or (s.name == "onecycle" and s.max_lr == "find"):

@@ -85,6 +85,26 @@ def test_fashion_mnist_unpacks_the_debian_package_once(compose, fmnist_root):
     assert np.bincount(test.labels).tolist() == [1000] * 10
 
 
+def test_fashion_mnist_reads_the_same_arrays_as_torchvision(compose, fmnist_root):
+    from torchvision.datasets import FashionMNIST
+
+    cfg = compose("dataset=fashion_mnist", f"dataset.root={fmnist_root}").dataset
+    ours = ds.load_split(cfg, train=False)
+    theirs = FashionMNIST(fmnist_root, train=False)
+    assert np.array_equal(ours.images[..., 0], theirs.data.numpy())
+    assert np.array_equal(ours.labels, theirs.targets.numpy())
+    assert ours.classes == theirs.classes
+
+
+def test_a_truncated_idx_file_names_its_size(tmp_path):
+    header = bytes([0, 0, 8, 3]) + np.array([2, 28, 28], ">i4").tobytes()
+    (tmp_path / "x-idx3-ubyte").write_bytes(header + bytes(100))
+    with pytest.raises(ValueError, match="holds 100 bytes, its header says"):
+        ds.read_idx(tmp_path / "x-idx3-ubyte")
+    (tmp_path / "x-idx3-ubyte").write_bytes(header + bytes(2 * 28 * 28))
+    assert ds.read_idx(tmp_path / "x-idx3-ubyte").shape == (2, 28, 28)
+
+
 def test_fashion_mnist_stats_match_config(compose, fmnist_root):
     cfg = compose("dataset=fashion_mnist", f"dataset.root={fmnist_root}").dataset
     pixels = ds.load_split(cfg, train=True).images.astype(np.float64) / 255.0

@@ -85,6 +85,13 @@ CASES = [
     ("unknown-mode", ["mode=serve"], "mode='serve': expected one of train, test, lr_find"),
     ("threads-zero", ["threads=0"], "threads=0: must be positive"),
     ("subset-zero", ["dataset.train_subset=0"], "dataset.train_subset=0: must be between"),
+    ("precision-fp8", ["precision=fp8"], "precision='fp8': expected one of fp32, bf16, fp16"),
+    (
+        "augment-backend-dali",
+        ["augment.backend=dali"],
+        "augment.backend='dali': expected one of albumentations, torch",
+    ),
+    ("workers-negative", ["dataset.num_workers=-1"], "dataset.num_workers=-1: must be 0 or"),
     (
         "cifar-missing",
         ["dataset=cifar10", "dataset.root={empty}", "dataset.download=false"],

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,6 +46,13 @@ def same_weights(path_a, path_b) -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:  # gone
+        return ""
+
+
 def test_sigkill_after_the_first_checkpoint_then_resume_equals_an_uninterrupted_run(
     compose, mlflow_store, tmp_path
 ):
@@ -65,8 +73,15 @@ def test_sigkill_after_the_first_checkpoint_then_resume_equals_an_uninterrupted_
         while not last.exists():
             assert proc.poll() is None and time.monotonic() < deadline, "no last.pt written"
             time.sleep(0.02)
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        writer = [pid for pid in children if "eva.tracking.writer" in cmdline(pid)]
+        assert len(writer) == 1  # MLflow runs in its writer process (eva/tracking/writer.py)
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL
+        deadline = time.monotonic() + 30  # the writer sees its pipe close and exits
+        while Path(f"/proc/{writer[0]}").exists() and "writer" in cmdline(writer[0]):
+            assert time.monotonic() < deadline, "the MLflow writer outlived its run"
+            time.sleep(0.1)
     finally:
         proc.kill()
     saved = load_checkpoint(last)

@@ -377,3 +377,29 @@ def test_real_mlflow_server_over_http(compose, tmp_path, monkeypatch):
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
+
+
+def test_a_run_failing_before_its_first_batch_still_lands_failed(compose, tmp_path):
+    name = experiment_name()
+    cfg = tiny(compose, f"tracking.experiment={name}", "scheduler.peak_epoch=5", "epochs=2")
+    with pytest.raises(EvaError, match="scheduler.peak_epoch"):
+        train(cfg, tmp_path / "run")  # fails building the schedule, before training begins
+    [run] = runs_of(os.environ["MLFLOW_TRACKING_URI"], name)
+    assert run.info.status == "FAILED" and "peak_epoch" in run.data.tags["error"]
+
+
+def test_tracking_inline_without_the_writer_process(compose, tmp_path):
+    name = experiment_name()
+    cfg = tiny(compose, f"tracking.experiment={name}", "tracking.process=false")
+    results = train(cfg, tmp_path / "run")
+    [run] = runs_of(os.environ["MLFLOW_TRACKING_URI"], name)
+    assert run.info.run_id == results["mlflow_run_id"] and run.info.status == "FINISHED"
+    assert run.data.metrics["test_acc"] == results["final_test_acc"]
+
+
+def test_an_mlflow_error_in_the_writer_is_raised_by_the_run(compose, tmp_path):
+    (tmp_path / "file").write_text("")  # a file where the store's folder should be
+    cfg = tiny(compose, f"tracking.uri=sqlite:///{tmp_path}/file/x.db")
+    with pytest.raises(EvaError, match="cannot create"):
+        train(cfg, tmp_path / "run")  # raised after epoch 1, when the run needs its run id
+    assert not (tmp_path / "run" / "results.json").exists()

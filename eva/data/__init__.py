@@ -63,8 +63,13 @@ def split_indices(n_train: int, n_test: int, cfg, seed: int):
     return np.sort(train), np.sort(val), np.sort(test)
 
 
-def build_data(cfg, pin_memory: bool = False) -> Data:
-    """Load the dataset named by cfg.dataset and wrap it in loaders for the run."""
+def build_data(cfg, device: torch.device | None = None, num_workers: int = 0) -> Data:
+    """Load the dataset named by cfg.dataset and wrap it in loaders for the run.
+
+    Evaluation splits (and un-augmented or augment.backend=torch training) are held on
+    `device` as uint8 once; `num_workers` feeds augment.backend=albumentations.
+    """
+    device = device or torch.device("cpu")
     dcfg = cfg.dataset
     full_train, full_test = load_split(dcfg, train=True), load_split(dcfg, train=False)
     if full_train.images.shape[1:] != (dcfg.image_size, dcfg.image_size, dcfg.in_channels):
@@ -76,35 +81,39 @@ def build_data(cfg, pin_memory: bool = False) -> Data:
     train_set, test_set = full_train.subset(train_idx), full_test.subset(test_idx)
     mean, std = list(dcfg.mean), list(dcfg.std)
 
-    fresh_train = partial(train_batches, cfg, train_set, pin_memory)
+    fresh_train = partial(train_batches, cfg, train_set, device, num_workers)
 
-    def evaluation(s: ImageSet) -> TensorBatches:
-        return TensorBatches(s.images, s.labels, mean, std, cfg.batch_size)  # never shuffled
+    def evaluation(s: ImageSet) -> TensorBatches:  # never shuffled
+        return TensorBatches(s.images, s.labels, mean, std, cfg.batch_size, device=device)
 
     val = evaluation(full_train.subset(val_idx)) if len(val_idx) else None
     test = evaluation(test_set)
     return Data(fresh_train(), test, val, train_set, test_set, full_train.classes, fresh_train)
 
 
-def train_batches(cfg, train_set: ImageSet, pin_memory: bool = False):
-    """Shuffled, augmented training batches; the same order and augmentations for the same
-    seed (one seeded generator orders the batches, the pipeline has its own seed)."""
-    from eva.data.augment import build_train_transform
+def is_augmented(aug) -> bool:
+    """Does the augment config ask for anything random? (augment=none does not.)"""
+    return aug.pad > 0 or aug.hflip_p > 0 or aug.affine_p > 0 or aug.cutout_size > 0
 
-    d = cfg.dataset
+
+def train_batches(cfg, train_set: ImageSet, device: torch.device, num_workers: int = 0):
+    """Shuffled, augmented training batches; the same order and augmentations for the same
+    seed (one seeded generator orders the batches and seeds each batch's augmentation)."""
+    d, aug = cfg.dataset, cfg.augment
     mean, std = list(d.mean), list(d.std)
     generator = torch.Generator().manual_seed(cfg.seed)
-    transform = build_train_transform(cfg.augment, d.image_size, mean, std, cfg.seed)
-    if transform is None:
+    images, labels = train_set.images, train_set.labels
+    if not is_augmented(aug):  # nothing random but the order: slices of one tensor
         return TensorBatches(
-            train_set.images, train_set.labels, mean, std, cfg.batch_size, True, generator
+            images, labels, mean, std, cfg.batch_size, True, generator, device=device
         )
-    return augmented_loader(
-        train_set.images,
-        train_set.labels,
-        transform,
-        cfg.batch_size,
-        generator,
-        d.num_workers,
-        pin_memory,
-    )
+    if aug.backend == "torch":  # per batch, with tensor ops on the run's device
+        from eva.data.batched import DeviceBatches, build_batch_augment
+
+        augment = build_batch_augment(aug, d.image_size, mean)
+        return DeviceBatches(images, labels, mean, std, cfg.batch_size, device, augment, generator)
+    from eva.data.augment import build_train_transform  # albumentations: ~0.3 s to import
+
+    transform = build_train_transform(aug, d.image_size, mean, std, cfg.seed)
+    pin = device.type == "cuda"  # page-locked batches copy to the GPU asynchronously
+    return augmented_loader(images, labels, transform, cfg.batch_size, generator, num_workers, pin)

@@ -93,26 +93,58 @@ def _unpack_debian_fashion_mnist(raw: Path) -> None:
         tmp.replace(target)  # atomic: a killed unpack never leaves a truncated file behind
 
 
-def _fashion_mnist(cfg, train: bool) -> ImageSet:
-    from torchvision.datasets import FashionMNIST
+def read_idx(path: Path) -> np.ndarray:
+    """An uncompressed idx file (the MNIST format) of unsigned bytes as an array.
 
+    Header: two zero bytes, type 0x08 (uint8), the number of dimensions, then each size as
+    a big-endian int32. Read here rather than through torchvision, whose import alone takes
+    ~4 s (it imports torch._dynamo): Fashion-MNIST runs start that much sooner.
+    """
+    data = path.read_bytes()
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08":
+        raise ValueError(f"{path.name} is not an idx file of unsigned bytes")
+    ndim = data[3]
+    shape = tuple(int(n) for n in np.frombuffer(data, ">i4", count=ndim, offset=4))
+    offset = 4 + 4 * ndim
+    if len(data) - offset != int(np.prod(shape)):
+        raise ValueError(f"{path.name} holds {len(data) - offset} bytes, its header says {shape}")
+    return np.frombuffer(data, np.uint8, offset=offset).reshape(shape)
+
+
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]  # fmt: skip
+
+
+def _fashion_mnist(cfg, train: bool) -> ImageSet:
+    """The Debian package's files, unpacked once under <root>/FashionMNIST/raw (torchvision's
+    layout); with none of them, torchvision downloads the dataset when download=true."""
     root = data_root(cfg)
     raw = root / "FashionMNIST" / "raw"
     have = all((raw / f).exists() for f in FASHION_MNIST_FILES)
     debian = all((DEBIAN_FASHION_MNIST / f"{f}.gz").exists() for f in FASHION_MNIST_FILES)
-    if not have and debian:
-        _unpack_debian_fashion_mnist(raw)
     try:
-        ds = FashionMNIST(root, train=train, download=cfg.download and not (have or debian))
-    except Exception as e:  # missing, failed download, or files torchvision cannot parse
-        if have:  # the files are there but torchvision cannot parse them
+        if not have and debian:
+            _unpack_debian_fashion_mnist(raw)
+        elif not have:
+            from torchvision.datasets import FashionMNIST
+
+            FashionMNIST(root, train=train, download=cfg.download)  # fails without the files
+        prefix = "train" if train else "t10k"
+        images = read_idx(raw / f"{prefix}-images-idx3-ubyte")
+        labels = read_idx(raw / f"{prefix}-labels-idx1-ubyte")
+        if images.ndim != 3 or labels.shape != images.shape[:1]:
+            raise ValueError(f"{len(labels)} labels for images of shape {images.shape}")
+    except Exception as e:  # missing, failed download, or files that cannot be parsed
+        if have:  # the files are there but cannot be parsed
             fix = "delete them (eva unpacks the Debian package dataset-fashion-mnist again)"
         else:
             fix = "install the Debian package dataset-fashion-mnist, or put the *-ubyte files there"
         state = "cannot be read" if have else "not found"
         raise EvaError(f"Fashion-MNIST in {raw} {state} ({_why(e)}): {fix}") from None
-    images = ds.data.numpy()[..., None]  # (N, 28, 28) -> (N, 28, 28, 1)
-    return ImageSet(images, ds.targets.numpy().astype(np.int64), list(ds.classes))
+    # (N, 28, 28) -> (N, 28, 28, 1); a copy, so the arrays own writable memory
+    return ImageSet(images[..., None].copy(), labels.astype(np.int64), FASHION_MNIST_CLASSES)
 
 
 def _synthetic(cfg, train: bool) -> ImageSet:

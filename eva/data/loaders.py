@@ -12,6 +12,19 @@ def normalize_batch(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor)
     return images.float().div_(255.0).sub_(mean).div_(std)
 
 
+def on_device(images: np.ndarray, labels: np.ndarray, mean, std, device=None) -> tuple:
+    """uint8 (N, H, W, C) images and labels as (N, C, H, W) uint8 and int64 tensors on the
+    device (None: CPU), with mean and std shaped (1, C, 1, 1) for normalize_batch."""
+    device = torch.device("cpu") if device is None else torch.device(device)
+    chw = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
+    ys = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
+
+    def stat(values) -> torch.Tensor:
+        return torch.tensor(list(values), dtype=torch.float32).view(1, -1, 1, 1).to(device)
+
+    return chw, ys, stat(mean), stat(std)
+
+
 class TensorBatches:
     """Iterates (normalized images, labels) batches over uint8 tensors held in memory.
 
@@ -28,11 +41,10 @@ class TensorBatches:
         batch_size: int,
         shuffle: bool = False,
         generator: torch.Generator | None = None,
+        device: torch.device | None = None,
     ):
-        self.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
-        self.labels = torch.from_numpy(labels)
-        self.mean = torch.tensor(list(mean)).view(1, -1, 1, 1)
-        self.std = torch.tensor(list(std)).view(1, -1, 1, 1)
+        # device: where the batches are made and land (moved there once, here); None = CPU.
+        self.images, self.labels, self.mean, self.std = on_device(images, labels, mean, std, device)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = generator

@@ -53,3 +53,14 @@ def slot_threads(threads: int | None, slots: int) -> int | None:
     if slots > 1:
         return max(1, cpu_count() // slots)
     return None
+
+
+def auto_workers(num_workers: int | None, device: torch.device, slots: int = 1) -> int:
+    """DataLoader workers for per-image augmentation: `dataset.num_workers`, or when null
+    one per core of this job's share (at most 8) feeding a GPU, and none on a CPU run,
+    whose cores are busy training (there the workers would only take turns with it)."""
+    if num_workers is not None:
+        return num_workers
+    if device.type != "cuda":
+        return 0
+    return max(1, min(8, cpu_count() // max(1, slots) - 1))  # one core stays with the loop

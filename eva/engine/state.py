@@ -28,6 +28,8 @@ class Progress:
     best: dict = field(default_factory=dict)  # the best row so far, with "selected_on"
     lrs: list[float] = field(default_factory=list)  # the LR of every optimizer step
     finished: bool = False  # training, reports and MLflow uploads all done
+    # This process only, not saved: seconds from launch to its first training batch.
+    startup_seconds: float | None = None
 
 
 def rng_states(order: torch.Generator | None) -> dict:

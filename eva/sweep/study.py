@@ -20,7 +20,15 @@ log = logging.getLogger(__name__)
 DEFAULT_DB = "optuna.db"
 # Overrides that change how a trial runs, not what it learns: left out of the identity,
 # so `device=cuda:1` or `progress=false` on a resumed command continues the same study.
-RUNTIME_KEYS = ("progress", "device", "threads", "dataset.num_workers", "dataset.root")
+RUNTIME_KEYS = (
+    "progress",
+    "device",
+    "threads",
+    "channels_last",
+    "compile",
+    "dataset.num_workers",
+    "dataset.root",
+)
 RUNTIME_PREFIXES = ("tracking.", "hydra.", "report.")
 FINISHED = ("COMPLETE", "PRUNED")  # the states n_trials counts
 

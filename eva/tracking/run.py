@@ -52,7 +52,39 @@ class Launch:
     overrides: list[str] = field(default_factory=list)  # the command line's, for a resume hint
 
 
-class Tracker:
+class Recording:
+    """How a run ends, whatever happens inside it: FINISHED, FAILED (with the error as a
+    tag) or KILLED (Ctrl-C, SIGTERM). Shared by Tracker and eva.tracking.writer's
+    RemoteTracker, which only differ in where `end` runs."""
+
+    run_id: str | None
+
+    def end(self, status: str, error: str | None = None) -> None:
+        raise NotImplementedError
+
+    def end_quietly(self, status: str, error: str) -> None:
+        """End the run while another exception is on its way out; never mask that one."""
+        try:
+            self.end(status, error)
+        except Exception as e:  # the store itself may be what failed
+            log.warning("could not mark MLflow run %s %s: %s", self.run_id, status, e)
+
+    @contextmanager
+    def recording(self):
+        """End the run FINISHED, FAILED or KILLED, whatever happens inside."""
+        with sigterm_raises_interrupt():
+            try:
+                yield self
+            except KeyboardInterrupt:
+                self.end_quietly("KILLED", "interrupted (Ctrl-C or SIGTERM)")
+                raise
+            except BaseException as e:
+                self.end_quietly("FAILED", f"{type(e).__name__}: {e}")
+                raise
+        self.end("FINISHED")
+
+
+class Tracker(Recording):
     def __init__(self, uri: str | None = None, experiment_id: str | None = None):
         self.uri = uri
         self.experiment_id = experiment_id
@@ -208,27 +240,6 @@ class Tracker:
                 client.set_tag(self.run_id, "error", error[:MAX_TAG])
             client.set_terminated(self.run_id, status=status)
         log.info("MLflow run %s ended %s", self.run_id, status)
-
-    def end_quietly(self, status: str, error: str) -> None:
-        """End the run while another exception is on its way out; never mask that one."""
-        try:
-            self.end(status, error)
-        except Exception as e:  # the store itself may be what failed
-            log.warning("could not mark MLflow run %s %s: %s", self.run_id, status, e)
-
-    @contextmanager
-    def recording(self):
-        """End the run FINISHED, FAILED or KILLED, whatever happens inside."""
-        with sigterm_raises_interrupt():
-            try:
-                yield self
-            except KeyboardInterrupt:
-                self.end_quietly("KILLED", "interrupted (Ctrl-C or SIGTERM)")
-                raise
-            except BaseException as e:
-                self.end_quietly("FAILED", f"{type(e).__name__}: {e}")
-                raise
-        self.end("FINISHED")
 
 
 @contextmanager

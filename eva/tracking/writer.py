@@ -1,0 +1,226 @@
+"""MLflow in a process of its own, so that training never waits for it.
+
+Importing MLflow and opening its sqlite store take ~3 s of pure Python (benchmarks/
+startup.py), all before the first batch if the training process did them. A thread would
+not help: the GIL makes the import and the training loop take turns, and both get slower
+(measured: 3 s of training lost to 4 s of background import). A writer process does them on
+another core while the run starts, then takes every later call from a pipe, in order:
+per-epoch metrics, tags, files, the model, the end. Calls whose answer the run needs
+(run_id, reopen, logged_steps, log_model, end) wait for it; the others return at once,
+and an error in one of them is raised by the run's next waiting call. One writer serves
+every run of a process, one after another. `tracking.process=false` keeps MLflow inline.
+
+The writer ignores Ctrl-C and SIGTERM (they reach the whole process group): the run's
+process ends its MLflow run through it. When that process dies (kill -9), the pipe closes
+and the writer exits after the calls it already has; the run stays RUNNING until
+`resume=true` reopens it, as with an inline tracker.
+"""
+
+import atexit
+import itertools
+import logging
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from multiprocessing.connection import Connection
+
+from omegaconf import OmegaConf
+
+from eva.errors import EvaError
+from eva.tracking.run import Launch, Recording, Tracker
+from eva.tracking.store import check_reachable, redact, resolve_uri
+
+log = logging.getLogger(__name__)
+
+ANSWERS = ("run_id", "experiment_id", "seconds", "model_uri")  # attributes read back
+
+
+def serve(conn) -> None:
+    """The writer process: one Tracker per run key, calls run in the order they came."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.nice(5)  # where the writer and training compete for a core, training goes first
+    logging.basicConfig(level=logging.WARNING, format="[eva MLflow writer] %(message)s")
+    trackers: dict[int, Tracker] = {}
+    failed: dict[int, BaseException] = {}  # an error of a call nobody waited for
+    trained = torch_ready = False
+    while True:
+        if trained and not torch_ready and not conn.poll(0.2):
+            # Idle after an epoch: import torch for log_model now, not when the model comes
+            # (not sooner: it would compete with the run's own start-up for the CPU).
+            import torch  # noqa: F401
+
+            torch_ready = True
+            continue
+        try:
+            key, method, args, wait = pickle.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return  # the run's process is gone
+        try:
+            if key in failed:
+                raise failed.pop(key)
+            tracker = trackers.get(key)
+            if method == "open":
+                config, launch_dir = args
+                trackers[key] = Tracker.open(OmegaConf.create(config), Launch(launch_dir))
+                answer = None
+            elif tracker is None:  # its opening failed (and said so): nothing to do
+                answer = {} if method == "seconds" else None
+            elif method in ANSWERS:
+                answer = getattr(tracker, method)
+                answer = dict(answer) if method == "seconds" else answer
+            else:
+                answer = getattr(tracker, method)(*args)
+                trained = trained or method == "log_metrics"
+        except BaseException as e:  # sent back: the run decides what it means
+            if not wait:
+                failed[key] = e
+                continue
+            answer = e
+        if wait:
+            try:
+                reply = pickle.dumps(answer)
+            except Exception as e:  # an answer (an exception) that does not pickle
+                reply = pickle.dumps(RuntimeError(f"{type(answer).__name__}: {answer} ({e})"))
+            conn.send_bytes(reply)
+
+
+class Writer:
+    """This process's writer process, started on first use and kept for later runs.
+
+    A plain subprocess (`python -m eva.tracking.writer FD`) on one end of a socket pair,
+    in a session of its own: not multiprocessing, whose spawn would follow a launcher's
+    start method (loky in joblib sweeps) and re-import the caller's __main__. Messages are
+    plain pickles (send_bytes): torch's multiprocessing pickler would share tensors through
+    file descriptors, which only multiprocessing's own children can receive.
+    """
+
+    _current: "Writer | None" = None
+
+    def __init__(self):
+        ours, theirs = socket.socketpair()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "eva.tracking.writer", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            start_new_session=True,  # Ctrl-C and group signals reach the run, not the writer
+        )
+        theirs.close()
+        self.conn = Connection(ours.detach())
+        self.lock = threading.Lock()
+        atexit.register(self.close)
+
+    @classmethod
+    def get(cls) -> "Writer":
+        if cls._current is None or cls._current.process.poll() is not None:
+            cls._current = cls()
+        return cls._current
+
+    def close(self, timeout: float = 60.0) -> None:
+        """No more calls: the writer finishes the ones it has, then exits."""
+        with self.lock:
+            self.conn.close()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+    def send(self, key: int, method: str, args: tuple = (), wait: bool = False):
+        with self.lock:
+            try:
+                self.conn.send_bytes(pickle.dumps((key, method, args, wait)))
+                answer = pickle.loads(self.conn.recv_bytes()) if wait else None
+            except (EOFError, OSError) as e:
+                raise EvaError(f"eva's MLflow writer process died ({e or 'no answer'})") from e
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+
+class RemoteTracker(Recording):
+    """A Tracker whose MLflow calls run in the writer process (same methods, same rules)."""
+
+    _keys = itertools.count()
+
+    def __init__(self, uri: str, writer: Writer):
+        self.uri = uri
+        self.writer = writer
+        self.key = next(self._keys)
+        self._run_id: str | None = None
+        self.model_uri: str | None = None
+
+    @classmethod
+    def open(cls, tracking_cfg, launch: Launch) -> "RemoteTracker | Tracker":
+        """Tracker.open's contract: a dead server fails here, in seconds; the store and
+        the experiment are prepared by the writer while the run goes on."""
+        if not tracking_cfg.enabled:
+            return Tracker()
+        uri = resolve_uri(tracking_cfg.uri, launch.launch_dir)
+        check_reachable(uri, tracking_cfg.timeout)
+        tracker = cls(uri, Writer.get())
+        config = OmegaConf.to_container(tracking_cfg, resolve=True)
+        tracker._send("open", ({**config, "uri": uri}, str(launch.launch_dir)))
+        return tracker
+
+    def _send(self, method: str, args: tuple = (), wait: bool = False):
+        return self.writer.send(self.key, method, args, wait)
+
+    @property
+    def enabled(self) -> bool:
+        return True
+
+    @property
+    def run_id(self) -> str | None:
+        if self._run_id is None:
+            self._run_id = self._send("run_id", wait=True)
+            if self._run_id:
+                log.info("MLflow run %s in %s", self._run_id, redact(self.uri))
+        return self._run_id
+
+    @property
+    def experiment_id(self) -> str | None:
+        return self._send("experiment_id", wait=True)
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Seconds inside MLflow calls per phase, spent by the writer, not by training."""
+        return self._send("seconds", wait=True)
+
+    def start(self, run_name: str, params: dict[str, str], tags: dict[str, str], parent=None):
+        self._send("start", (run_name, params, tags, parent))
+
+    def reopen(self, run_id: str) -> bool:
+        reopened = self._send("reopen", (run_id,), wait=True)
+        if reopened:
+            self._run_id = run_id
+        return reopened
+
+    def logged_steps(self, key: str) -> set[int]:
+        return self._send("logged_steps", (key,), wait=True)
+
+    def log_metrics(self, metrics: dict[str, float], step: int, phase: str = "epochs") -> None:
+        self._send("log_metrics", ({k: float(v) for k, v in metrics.items()}, step, phase))
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self._send("set_tags", (tags,))
+
+    def log_files(self, files: dict) -> None:
+        self._send("log_files", (files,))
+
+    def log_model(self, model, input_example, step: int) -> str | None:
+        """The model (on the CPU) is pickled to the writer, which exports and logs it."""
+        self.model_uri = self._send("log_model", (model, input_example, step), wait=True)
+        return self.model_uri
+
+    def end(self, status: str, error: str | None = None) -> None:
+        if self._run_id is None and self.run_id is None:  # no run: nothing to end
+            return
+        self._send("end", (status, error), wait=True)
+        log.info("MLflow run %s ended %s", self._run_id, status)
+
+
+if __name__ == "__main__":  # started by Writer
+    serve(Connection(int(sys.argv[1])))

@@ -1,0 +1,160 @@
+"""The speed options' logic on a CPU: precision, channels_last, compile, DataLoader workers,
+start-up timing, eva's own --help, and the benchmark scripts (run tiny, never timed here)."""
+
+import runpy
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from helpers import REPO, TINY_CLI
+
+from eva.engine.checkpoint import load_checkpoint
+from eva.engine.device import auto_workers
+from eva.engine.precision import build_precision, compiled
+from eva.errors import EvaError
+from eva.models import build_model
+from eva.training import train
+
+NO_TRACKING = ["tracking.enabled=false"]
+
+
+def tiny(compose, *extra):
+    return compose(*TINY_CLI, *NO_TRACKING, *extra)
+
+
+def losses(results: dict) -> list[float]:
+    return [row["train_loss"] for row in results["history"]]
+
+
+def test_autocast_runs_the_forward_pass_in_the_asked_dtype():
+    conv = torch.nn.Conv2d(3, 4, 3)
+    x = torch.randn(2, 3, 8, 8)
+    for name, dtype in [("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)]:
+        precision = build_precision(name, torch.device("cpu"))
+        with precision.autocast():
+            assert conv(x).dtype == dtype
+        assert (precision.scaler is not None) == (name == "fp16")  # only fp16 scales the loss
+    with pytest.raises(EvaError, match="precision='fp8': expected one of fp32, bf16, fp16"):
+        build_precision("fp8", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_and_fp16_keeps_its_loss_scale_in_last_pt(
+    compose, tmp_path, precision
+):
+    fp32 = train(tiny(compose, "epochs=2"), tmp_path / "fp32")
+    mixed = train(tiny(compose, "epochs=2", f"precision={precision}"), tmp_path / precision)
+    assert all(0 < loss < 10 for loss in losses(mixed))
+    assert losses(mixed) != losses(fp32)  # autocast really changed the arithmetic
+    assert losses(mixed) == pytest.approx(losses(fp32), rel=0.05)  # ... and only a little
+    scaler = load_checkpoint(tmp_path / precision / "checkpoints" / "last.pt")["scaler"]
+    if precision == "fp16":
+        assert scaler["scale"] > 0 and "_growth_tracker" in scaler  # resume=true restores it
+    else:
+        assert scaler is None
+
+
+def test_channels_last_gives_the_same_run(compose, tmp_path):
+    plain = train(tiny(compose), tmp_path / "plain")
+    nhwc = train(tiny(compose, "channels_last=true"), tmp_path / "nhwc")
+    assert losses(nhwc) == pytest.approx(losses(plain), rel=1e-4)
+    weights = load_checkpoint(nhwc["best_checkpoint"])["model"]
+    model = build_model(tiny(compose).model, 3, 10)
+    model.load_state_dict(weights)  # the checkpoint loads into a plain model
+
+
+def test_compile_wraps_the_model_and_checkpoints_stay_plain(compose, tmp_path, monkeypatch):
+    calls = []
+    real_compile = torch.compile
+
+    def eager_compile(model, **kwargs):  # inductor would compile C++ for a minute here
+        calls.append(kwargs)
+        return real_compile(model, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    results = train(tiny(compose, "compile=true"), tmp_path / "compiled")
+    assert len(calls) == 1
+    weights = load_checkpoint(results["best_checkpoint"])["model"]
+    assert not any(key.startswith("_orig_mod.") for key in weights)
+    last = load_checkpoint(tmp_path / "compiled" / "checkpoints" / "last.pt")["model"]
+    assert weights.keys() == last.keys()
+
+
+def test_compiled_module_shares_the_parameters_of_the_model():
+    model = torch.nn.Linear(4, 2)
+    net = compiled(model, True, backend="eager")
+    assert net is not model and net(torch.ones(1, 4)).shape == (1, 2)
+    assert list(net.parameters())[0] is model.weight  # the optimizer trains both
+    assert compiled(model, False) is model
+
+
+def test_dataloader_workers_auto_feed_a_gpu_and_leave_a_cpu_to_the_net(monkeypatch):
+    monkeypatch.setattr("eva.engine.device.cpu_count", lambda: 16)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert auto_workers(None, cpu) == 0
+    assert auto_workers(None, cuda) == 8  # at most 8
+    assert auto_workers(None, cuda, slots=4) == 3  # a sweep slot's share, one core for the loop
+    assert auto_workers(3, cpu) == 3  # dataset.num_workers=N wins
+    monkeypatch.setattr("eva.engine.device.cpu_count", lambda: 1)
+    assert auto_workers(None, cuda) == 1
+
+
+def test_help_is_evas_own_lists_real_groups_and_shows_the_overrides(tmp_path):
+    start = time.perf_counter()
+    r = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "--help", "model=ultimus", "epochs=2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert time.perf_counter() - start < 30  # a sanity bound, not a speed target
+    out = r.stdout
+    assert "model           custom_resnet, resnet18, session6, ultimus" in out
+    assert "schema" not in out  # Hydra's help lists the internal schema/* groups
+    assert "Config with model=ultimus epochs=2" in out
+    assert "name: ultimus" in out and "epochs: 2" in out
+    assert not list(tmp_path.iterdir())  # no outputs/ folder: nothing ran
+
+
+def test_help_with_a_bad_override_is_one_line(tmp_path):
+    r = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "--help", "model=nosuch"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "Error: model=nosuch: no such option (available: custom_resnet, resnet18, session6, "
+        "ultimus)"
+    ]
+
+
+def run_benchmark(name: str, args: list[str], capsys) -> tuple[str, dict]:
+    import json
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    saved = sys.argv
+    sys.argv = [name, *args]
+    try:
+        runpy.run_path(str(REPO / "benchmarks" / name), run_name="__main__")
+    finally:
+        sys.argv = saved
+        sys.path.remove(str(REPO / "benchmarks"))
+    out = capsys.readouterr().out
+    return out, json.loads(out.strip().splitlines()[-1])  # the last line is the JSON
+
+
+def test_overhead_benchmark_runs_tiny_and_ends_with_its_json(capsys, mlflow_store):
+    out, result = run_benchmark(
+        "overhead.py",
+        ["--images", "96", "--test-images", "32", "--batch-size", "32", "--repeats", "1"]
+        + ["--threads", "1", "--tracking-uri", mlflow_store],
+        capsys,
+    )
+    assert "| eva " in out and "| plain " in out
+    assert result["benchmark"] == "overhead" and result["ratio"] > 0
+    assert len(result["eva_seconds"]) == len(result["plain_seconds"]) == 1
