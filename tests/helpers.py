@@ -49,6 +49,7 @@ TINY_CLI = [
     "threads=1",
     "progress=false",
     "report.enabled=false",  # tests/test_modes.py covers the reports
+    "tracking.log_model=false",  # tests/test_tracking.py covers the logged model
 ]
 
 LONG = ["dataset.train_size=2048", "epochs=50"]  # minutes of training: to be interrupted

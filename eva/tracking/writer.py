@@ -47,11 +47,11 @@ def serve(conn) -> None:
     logging.basicConfig(level=logging.WARNING, format="[eva MLflow writer] %(message)s")
     trackers: dict[int, Tracker] = {}
     failed: dict[int, BaseException] = {}  # an error of a call nobody waited for
-    trained = torch_ready = False
+    wants_model = trained = torch_ready = False
     while True:
-        if trained and not torch_ready and not conn.poll(0.2):
-            # Idle after an epoch: import torch for log_model now, not when the model comes
-            # (not sooner: it would compete with the run's own start-up for the CPU).
+        if wants_model and trained and not torch_ready and not conn.poll(0.2):
+            # Idle after an epoch of a run that will log its model: import torch now, not
+            # when the model comes (not sooner: it would slow the run's own start-up).
             import torch  # noqa: F401
 
             torch_ready = True
@@ -66,6 +66,7 @@ def serve(conn) -> None:
             tracker = trackers.get(key)
             if method == "open":
                 config, launch_dir = args
+                wants_model = wants_model or config.get("log_model", False)
                 trackers[key] = Tracker.open(OmegaConf.create(config), Launch(launch_dir))
                 answer = None
             elif tracker is None:  # its opening failed (and said so): nothing to do
