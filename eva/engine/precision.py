@@ -57,7 +57,8 @@ def build_precision(name: str, device: torch.device) -> Precision:
 
 
 def memory_format(channels_last: bool) -> torch.memory_format:
-    return torch.channels_last if channels_last else torch.contiguous_format
+    """Layout each batch is given: NHWC for channels_last, else left as it comes."""
+    return torch.channels_last if channels_last else torch.preserve_format
 
 
 def compiled(model: torch.nn.Module, enabled: bool, backend: str = "inductor") -> torch.nn.Module:

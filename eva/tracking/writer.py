@@ -10,10 +10,11 @@ per-epoch metrics, tags, files, the model, the end. Calls whose answer the run n
 and an error in one of them is raised by the run's next waiting call. One writer serves
 every run of a process, one after another. `tracking.process=false` keeps MLflow inline.
 
-The writer ignores Ctrl-C and SIGTERM (they reach the whole process group): the run's
-process ends its MLflow run through it. When that process dies (kill -9), the pipe closes
-and the writer exits after the calls it already has; the run stays RUNNING until
-`resume=true` reopens it, as with an inline tracker.
+The writer runs in a session of its own and ignores Ctrl-C and SIGTERM: signals meant for
+the run reach the run, whose process then ends its MLflow run through the writer. When
+that process dies (kill -9), the socket closes and the writer exits after the calls it
+already has; the MLflow run stays RUNNING until `resume=true` reopens it, as it would with
+an inline tracker.
 """
 
 import atexit
