@@ -177,9 +177,9 @@ class BatchAugment:
 
 def build_batch_augment(aug, image_size: int, mean) -> BatchAugment | None:
     """The batched augmentation; None when augment_steps() would be empty (augment=none)."""
-    if aug.pad > 0 or aug.hflip_p > 0 or aug.affine_p > 0 or aug.cutout_size > 0:
-        return BatchAugment(aug, image_size, mean)
-    return None
+    from eva.data import is_augmented  # the package's rule (no cycle: imported at call)
+
+    return BatchAugment(aug, image_size, mean) if is_augmented(aug) else None
 
 
 class DeviceBatches:
