@@ -91,6 +91,20 @@ def build_data(cfg, device: torch.device | None = None, num_workers: int = 0) ->
     return Data(fresh_train(), test, val, train_set, test_set, full_train.classes, fresh_train)
 
 
+PAD_MODES = ("reflect", "constant")
+
+
+def mean_fill(mean: list[float]) -> tuple[float, ...]:
+    """The dataset mean in uint8 pixel units, one value per channel: what holes, padding
+    and affine borders are filled with (before Normalize, so they normalize to ~0)."""
+    return tuple(round(m * 255.0) for m in mean)
+
+
+def check_pad_mode(aug) -> None:
+    if aug.pad > 0 and aug.pad_mode not in PAD_MODES:
+        raise EvaError(f"augment.pad_mode={aug.pad_mode!r}: expected reflect or constant")
+
+
 def is_augmented(aug) -> bool:
     """Does the augment config ask for anything random? (augment=none does not.)"""
     return aug.pad > 0 or aug.hflip_p > 0 or aug.affine_p > 0 or aug.cutout_size > 0

@@ -12,23 +12,17 @@ import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 
-from eva.errors import EvaError  # noqa: E402
+from eva.data import check_pad_mode, mean_fill  # noqa: E402, F401  (mean_fill: re-exported)
 
 BORDERS = {"reflect": cv2.BORDER_REFLECT_101, "constant": cv2.BORDER_CONSTANT}
-
-
-def mean_fill(mean: list[float]) -> tuple[float, ...]:
-    """The dataset mean in uint8 pixel units, one value per channel."""
-    return tuple(round(m * 255.0) for m in mean)
 
 
 def augment_steps(aug, image_size: int, mean: list[float]) -> list:
     """The random transforms the config asks for, in order; empty for augment=none."""
     fill = mean_fill(mean)
     steps = []
+    check_pad_mode(aug)
     if aug.pad > 0:
-        if aug.pad_mode not in BORDERS:
-            raise EvaError(f"augment.pad_mode={aug.pad_mode!r}: expected reflect or constant")
         size = image_size + 2 * aug.pad
         steps += [
             A.PadIfNeeded(size, size, border_mode=BORDERS[aug.pad_mode], fill=fill),

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from eva.data.augment import BORDERS, mean_fill
+# albumentations is not imported on this path (eva.data holds the shared rules)
+from eva.data import check_pad_mode, is_augmented, mean_fill
 from eva.data.loaders import normalize_batch, on_device
 from eva.errors import EvaError
 
@@ -79,8 +80,7 @@ class BatchAugment:
     pad + random crop, horizontal flip, shift-scale-rotate, one square cutout hole."""
 
     def __init__(self, aug, image_size: int, mean):
-        if aug.pad > 0 and aug.pad_mode not in BORDERS:
-            raise EvaError(f"augment.pad_mode={aug.pad_mode!r}: expected reflect or constant")
+        check_pad_mode(aug)
         self.size = image_size
         self.pad, self.reflect = int(aug.pad), aug.pad_mode == "reflect"
         self.hflip_p = float(aug.hflip_p)
@@ -177,8 +177,6 @@ class BatchAugment:
 
 def build_batch_augment(aug, image_size: int, mean) -> BatchAugment | None:
     """The batched augmentation; None when augment_steps() would be empty (augment=none)."""
-    from eva.data import is_augmented  # the package's rule (no cycle: imported at call)
-
     return BatchAugment(aug, image_size, mean) if is_augmented(aug) else None
 
 
