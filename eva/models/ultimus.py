@@ -29,6 +29,13 @@ class UltimusBlock(nn.Module):
         self.v = nn.Linear(dim, attn_dim)
         self.out = nn.Linear(attn_dim, dim)
         self.scale = 1.0 / math.sqrt(attn_dim)
+        # Variance-preserving init (std 1/sqrt(fan_in), zero bias). torch's default Linear
+        # init has std 1/sqrt(3 fan_in): each layer shrinks the signal by sqrt(3), and the
+        # spec's four chained blocks (no residual, no norm) then pass ~1e-7 of the loss
+        # gradient back to the stem; with this init it arrives at the head's scale.
+        for layer in (self.q, self.k, self.v, self.out):
+            nn.init.normal_(layer.weight, std=layer.in_features**-0.5)
+            nn.init.zeros_(layer.bias)
 
     def attention(self, x: Tensor) -> Tensor:
         """The (B, 8, 8) attention matrices, one per sample."""

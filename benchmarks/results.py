@@ -1,0 +1,174 @@
+"""README's results table: train every model on Fashion-MNIST, read the runs back from MLflow.
+
+    python benchmarks/results.py                      # run all rows (~55 min on 2 CPU cores), print
+    python benchmarks/results.py --rows session6      # only some rows
+    python benchmarks/results.py --read-only          # print the table from the runs on record
+
+Each row is one `python train.py ...` command, run as a user would type it, plus where to
+record: its own MLflow experiment (`--experiment`, default fashion-mnist-results) in
+`--uri` (default sqlite:///mlflow.db in the working directory), run name = row name.
+Every number printed comes back from MLflow (the newest FINISHED run of each row name), so
+the table in the README is what the runs recorded, never typed in by hand.
+"""
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from common import REPO, emit, machine, parser, table
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str  # MLflow run name and output folder
+    model: str  # what the table calls it
+    args: tuple[str, ...]  # what follows `python train.py`
+    tiny: tuple[str, ...] = ()  # --quick: the net shrunk as well
+
+
+FM = ("dataset=fashion_mnist",)
+# The ResNets' budget on this CPU: one epoch on 20,000 of the 60,000 training images, batch
+# 128 (at ~90 and ~60 img/s, a full epoch of ResNet-9 / ResNet-18 takes 11 / 17 minutes).
+RESNET_BUDGET = ("epochs=1", "dataset.train_subset=20000", "batch_size=128", "lr_find.num_iter=50")
+ROWS = (
+    Row(
+        "session6",
+        "session6",
+        ("experiment=session6", *FM, "epochs=5"),
+        tiny=("model.channels=[8,8,8,8]",),
+    ),
+    Row(  # the same net, no augmentation, Adam one-cycle: the README's first run, longer
+        "quickstart",
+        "session6 (quickstart)",
+        ("experiment=quickstart", "epochs=5"),
+        tiny=("model.channels=[8,8,8,8]",),
+    ),
+    Row(
+        "ultimus-spec",
+        "ultimus (spec)",
+        ("experiment=session9", *FM, "epochs=10", "batch_size=128"),
+    ),
+    Row(
+        "ultimus-stable",
+        "ultimus (stable)",
+        ("experiment=session9", *FM, "model.variant=stable", "epochs=10", "batch_size=128"),
+    ),
+    Row(
+        "custom_resnet",
+        "custom_resnet (ResNet-9)",
+        ("experiment=session10", *FM, *RESNET_BUDGET),
+        tiny=("model.width=4",),
+    ),
+    Row(
+        "resnet18",
+        "resnet18",
+        ("experiment=session10", "model=resnet18", *FM, *RESNET_BUDGET),
+        tiny=("model.width=4",),
+    ),
+)
+# --quick: the same commands on a sliver of data, to check the script end to end in seconds.
+QUICK = (
+    "epochs=1",
+    "dataset.train_subset=96",
+    "dataset.test_subset=64",
+    "batch_size=32",
+    "lr_find.num_iter=5",
+    "report.enabled=false",
+    "tracking.log_model=false",
+    "progress=false",
+)
+
+
+def run_row(row: Row, args, extra: tuple[str, ...]) -> int:
+    where = (
+        f"tracking.uri={args.uri}",
+        f"tracking.experiment={args.experiment}",
+        f"tracking.run_name={row.name}",
+        f"hydra.run.dir={args.outputs}/{row.name}",
+    )
+    command = [sys.executable, str(REPO / "train.py"), *extra, *where]
+    print(f"\n$ python train.py {' '.join(extra)}", flush=True)
+    return subprocess.run(command).returncode
+
+
+def read_back(uri: str, experiment: str, rows: list[Row]) -> list[dict]:
+    """The newest FINISHED run of each row, as table cells (missing rows are left out)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        sys.exit(f"Error: no experiment {experiment!r} in {uri}: run the rows first")
+    runs = client.search_runs(
+        [found.experiment_id],
+        filter_string="attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+    )
+    newest = {}
+    for run in runs:
+        newest.setdefault(run.info.run_name, run)
+    out = []
+    for row in rows:
+        run = newest.get(row.name)
+        if run is None:
+            print(f"(no finished run named {row.name!r} in {experiment!r})", flush=True)
+            continue
+        m, p = run.data.metrics, run.data.params
+        out.append(
+            {
+                "row": row.name,
+                "model": row.model,
+                "epochs": int(p["epochs"]),
+                "train_images": int(p["derived.train_size"]),
+                "best_test_acc": m["best_test_acc"],
+                "best_epoch": int(m["best_epoch"]),
+                "parameters": int(p["derived.parameters"]),
+                "seconds": m["run_seconds"],
+                "max_lr": float(p["scheduler.max_lr"]) if "scheduler.max_lr" in p else None,
+                "command": "python train.py " + " ".join(row.args),
+                "run_id": run.info.run_id,
+            }
+        )
+    return out
+
+
+def markdown(results: list[dict]) -> str:
+    headers = ["model", "epochs", "train images", "test acc", "params", "wall time", "command"]
+    rows = [
+        [
+            r["model"],
+            r["epochs"],
+            f"{r['train_images']:,}",
+            f"**{100 * r['best_test_acc']:.2f}%**",
+            f"{r['parameters']:,}",
+            f"{r['seconds'] / 60:.1f} min",
+            f"`{r['command']}`",
+        ]
+        for r in results
+    ]
+    return table(headers, rows)
+
+
+def main() -> None:
+    p = parser("Train every model on Fashion-MNIST; print the README's results table.")
+    p.add_argument("--rows", nargs="+", choices=[r.name for r in ROWS], help="default: all")
+    p.add_argument("--read-only", action="store_true", help="only read the recorded runs back")
+    p.add_argument("--uri", default=f"sqlite:///{Path.cwd() / 'mlflow.db'}")
+    p.add_argument("--experiment", default="fashion-mnist-results")
+    p.add_argument("--outputs", default="outputs/results", help="hydra.run.dir of each row")
+    args = p.parse_args()
+    rows = [r for r in ROWS if args.rows is None or r.name in args.rows]
+    threads = () if args.threads is None else (f"threads={args.threads}",)
+    if not args.read_only:
+        for row in rows:
+            extra = row.args + (QUICK + row.tiny if args.quick else ()) + threads
+            if run_row(row, args, extra) != 0:
+                sys.exit(f"Error: row {row.name} failed (command above)")
+    results = read_back(args.uri, args.experiment, rows)
+    print("\n" + markdown(results), flush=True)
+    emit({"rows": results, "machine": machine(), "quick": bool(args.quick)})
+
+
+if __name__ == "__main__":
+    main()
