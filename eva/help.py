@@ -7,6 +7,7 @@ config once, with the command's overrides, like Hydra's help shows it. `--hydra-
 still Hydra's.
 """
 
+import re
 from pathlib import Path
 
 HELP_FLAGS = ("--help", "-h")
@@ -15,7 +16,8 @@ USAGE = """\
 eva: train image classifiers on CIFAR-10 (and Fashion-MNIST), composed by Hydra.
 
   python train.py [KEY=VALUE ...]            one run, e.g. model=ultimus optimizer=adam epochs=2
-  python train.py experiment=quickstart      the offline first run (Fashion-MNIST, a minute)
+  python train.py experiment=quickstart      the offline first run (Fashion-MNIST, 2 epochs)
+  python train.py experiment=session10       a course session's recipe (session6, 9, 10, 11)
   python train.py -m hparams_search=optuna   an Optuna sweep of max_lr, dropout, l1_weight
   python train.py mode=test checkpoint=PATH  evaluate a checkpoint; mode=lr_find: LR range test
   python train.py ... resume=true hydra.run.dir=DIR   continue a killed run
@@ -36,10 +38,15 @@ def wants_help(argv: list[str]) -> bool:
     return any(arg in HELP_FLAGS for arg in argv)
 
 
+def natural(name: str) -> tuple:
+    """Sort key: digits compare as numbers (session6 before session10)."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
 def config_groups(conf_dir: Path) -> dict[str, list[str]]:
     """{group: options} from the conf/ folder (one folder per group, one YAML per option)."""
     return {
-        group.name: sorted(p.stem for p in group.glob("*.yaml"))
+        group.name: sorted((p.stem for p in group.glob("*.yaml")), key=natural)
         for group in sorted(conf_dir.iterdir())
         if group.is_dir() and any(group.glob("*.yaml"))
     }

@@ -113,6 +113,7 @@ def test_help_is_evas_own_lists_real_groups_and_shows_the_overrides(tmp_path):
     assert time.perf_counter() - start < 30  # a sanity bound, not a speed target
     out = r.stdout
     assert "model           custom_resnet, resnet18, session6, ultimus" in out
+    assert "experiment      quickstart, session6, session9, session10, session11" in out
     assert "schema" not in out  # Hydra's help lists the internal schema/* groups
     assert "Config with model=ultimus epochs=2" in out
     assert "name: ultimus" in out and "epochs: 2" in out

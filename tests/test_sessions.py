@@ -1,8 +1,10 @@
 """The course sessions as presets (conf/experiment/session*.yaml): recipes, schedule, runs."""
 
+import os
+
 import pytest
 import torch
-from helpers import runs_of
+from helpers import run_cli, runs_of
 from omegaconf import OmegaConf
 
 from eva.optim import build_scheduler
@@ -14,11 +16,7 @@ SESSIONS = ("session6", "session9", "session10", "session11")
 def test_session_presets_hold_the_recipes_of_the_assignments(compose):
     s6 = compose("experiment=session6")
     assert (s6.model.name, s6.augment.name, s6.dataset.name) == ("session6", "session6", "cifar10")
-    assert (s6.augment.cutout_size, s6.augment.hflip_p > 0, s6.augment.affine_p > 0) == (
-        16,
-        True,
-        True,
-    )
+    assert s6.augment.cutout_size == 16 and s6.augment.hflip_p > 0 and s6.augment.affine_p > 0
     assert (s6.optimizer.name, s6.optimizer.lr, s6.batch_size, s6.epochs) == ("sgd", 0.07, 64, 64)
     assert s6.l1_weight > 0 and s6.scheduler.name == "step" and s6.scheduler.gamma < 1
 
@@ -112,7 +110,10 @@ def test_every_session_runs_on_fashion_mnist_into_the_sessions_experiment(
         if OmegaConf.select(cfg, "scheduler.max_lr") == "find":
             assert results["max_lr"] == results["lr_find"]["suggested_lr"] > 0
 
-    runs = {run.info.run_name: run for run in runs_of(mlflow_store, "sessions")}
+    mine = [
+        r for r in runs_of(mlflow_store, "sessions") if str(tmp_path) in r.data.tags["output_dir"]
+    ]
+    runs = {run.info.run_name: run for run in mine}
     assert set(runs) == {f"{s}-fashion_mnist" for s in SESSIONS}
     for session, run in runs.items():
         assert run.info.status == "FINISHED"
@@ -122,3 +123,62 @@ def test_every_session_runs_on_fashion_mnist_into_the_sessions_experiment(
         )
     assert runs["session9-fashion_mnist"].data.params["model.variant"] == "spec"
     assert runs["session11-fashion_mnist"].data.params["optimizer.name"] == "sgd"
+
+
+def test_sweeping_the_presets_sums_their_runs_up_on_the_sweeps_parent(tmp_path):
+    """-m experiment=session6,session9: the jobs log to `sessions` (the presets say so), the
+    parent to the launch config's experiment; the parent still finds and ranks them."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    tiny = ["dataset=synthetic", "dataset.train_size=96", "dataset.test_size=64"]
+    tiny += ["batch_size=32", "epochs=1", "threads=1", "lr_find.num_iter=5"]
+    tiny += ["progress=false", "report.enabled=false", "tracking.log_model=false"]
+    r = run_cli(["-m", "experiment=session6,session9", *tiny], cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    children = runs_of(store, "sessions")
+    assert [c.info.run_name for c in children] == [
+        "0: experiment=session6",
+        "1: experiment=session9",
+    ]
+    (parent,) = runs_of(store, "eva")
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert parent.data.tags["children_finished"] == "2"
+    best = max(children, key=lambda c: (c.data.metrics["best_test_acc"], -c.info.start_time))
+    assert parent.data.tags["best_child_run_id"] == best.info.run_id
+
+
+def test_results_script_runs_a_row_and_prints_what_mlflow_recorded(fmnist_root, tmp_path):
+    """benchmarks/results.py --quick: the README table's row, run and read back from MLflow."""
+    import json
+    import subprocess
+    import sys
+
+    from helpers import REPO
+    from mlflow import MlflowClient
+
+    store = f"sqlite:///{tmp_path / 'results.db'}"
+    script = [sys.executable, str(REPO / "benchmarks" / "results.py"), "--uri", store]
+    env = {**os.environ, "EVA_DATA": str(fmnist_root)}
+
+    def run(*args: str) -> tuple[str, dict]:
+        done = subprocess.run(
+            [*script, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout, json.loads(done.stdout.strip().splitlines()[-1])
+
+    out, result = run("--quick", "--rows", "ultimus-stable", "--threads", "1")
+    (row,) = result["rows"]
+    run_ = MlflowClient(store).get_run(row["run_id"])
+    assert run_.info.run_name == "ultimus-stable" and run_.info.status == "FINISHED"
+    assert row["best_test_acc"] == run_.data.metrics["best_test_acc"]
+    assert row["parameters"] == int(run_.data.params["derived.parameters"]) > 20_000
+    assert row["train_images"] == 96 and row["epochs"] == 1  # --quick shrank the run
+    assert run_.data.params["model.variant"] == "stable"
+    cells = [f"| **{100 * row['best_test_acc']:.2f}%** ", f"| {row['parameters']:,} "]
+    assert all(cell in out for cell in cells)
+    assert "`python train.py experiment=session9 dataset=fashion_mnist model.variant=stable" in out
+
+    again, reread = run("--read-only", "--rows", "ultimus-stable")
+    assert reread["rows"] == result["rows"] and all(cell in again for cell in cells)
+    assert "no finished run named 'quickstart'" in run("--read-only", "--rows", "quickstart")[0]

@@ -150,8 +150,12 @@ class MlflowSweepCallback(Callback):
 
         client = MlflowClient(self.tracker.uri)
         parent = self.tracker.run_id
+        # Children usually share the parent's experiment, but a swept preset
+        # (-m experiment=session6,session9) sends them to the one it names.
+        experiments = {self.tracker.experiment_id}
+        experiments.update(e.experiment_id for e in client.search_experiments())
         children = client.search_runs(
-            [self.tracker.experiment_id],
+            sorted(experiments),
             filter_string=f"tags.`mlflow.parentRunId` = '{parent}'",
             max_results=50000,
         )
