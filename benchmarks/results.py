@@ -13,6 +13,7 @@ the table in the README is what the runs recorded, never typed in by hand.
 
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,7 +94,7 @@ def run_row(row: Row, args, extra: tuple[str, ...]) -> int:
         f"tracking.uri={args.uri}",
         f"tracking.experiment={args.experiment}",
         f"tracking.run_name={row.name}",
-        f"hydra.run.dir={args.outputs}/{row.name}",
+        f"hydra.run.dir={args.outputs}/{row.name}/{time.strftime('%Y-%m-%d_%H-%M-%S')}",
     )
     command = [sys.executable, str(REPO / "train.py"), *extra, *where]
     print(f"\n$ python train.py {' '.join(extra)}", flush=True)
