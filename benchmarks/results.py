@@ -134,7 +134,9 @@ def read_back(uri: str, experiment: str, rows: list[Row]) -> list[dict]:
                 "best_epoch": int(m["best_epoch"]),
                 "parameters": int(p["derived.parameters"]),
                 "seconds": m["run_seconds"],
-                "max_lr": float(p["scheduler.max_lr"]) if "scheduler.max_lr" in p else None,
+                # one-cycle's peak (found by the range test where the preset says find), else
+                # the optimizer's starting LR
+                "peak_lr": float(p.get("scheduler.max_lr", p["optimizer.lr"])),
                 "command": "python train.py " + " ".join(row.args),
                 "run_id": run.info.run_id,
             }
@@ -143,12 +145,14 @@ def read_back(uri: str, experiment: str, rows: list[Row]) -> list[dict]:
 
 
 def markdown(results: list[dict]) -> str:
-    headers = ["model", "epochs", "train images", "test acc", "params", "wall time", "command"]
+    headers = ["model", "epochs", "train images", "peak LR", "test acc", "params", "wall time"]
+    headers.append("command")
     rows = [
         [
             r["model"],
             r["epochs"],
             f"{r['train_images']:,}",
+            f"{r['peak_lr']:.3g}",
             f"**{100 * r['best_test_acc']:.2f}%**",
             f"{r['parameters']:,}",
             f"{r['seconds'] / 60:.1f} min",
