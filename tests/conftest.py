@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import copy_store
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 torch.set_num_threads(1)  # the machines here have 2 shared cores: one thread is as fast
@@ -31,18 +32,40 @@ def compose():
     return _compose
 
 
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """An MLflow sqlite file with MLflow's tables and nothing else, made once.
+
+    Creating a store runs MLflow's schema migrations (~5 s); a test that needs a store of
+    its own copies this file instead (copy_store). eva's experiments are created in the
+    copy, so their artifact folders sit next to the copy, as in a store made from scratch.
+    """
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()  # creates the tables
+    return path
+
+
+@pytest.fixture
+def fresh_store(empty_store, tmp_path) -> str:
+    """An MLflow store of the test's own at tmp_path/mlflow.db: where `python train.py`
+    launched in tmp_path looks for one by default."""
+    return copy_store(empty_store, tmp_path / "mlflow.db")
+
+
 @pytest.fixture(scope="session", autouse=True)
-def mlflow_store(tmp_path_factory) -> str:
-    """One sqlite MLflow store for the whole session, created once up front.
+def mlflow_store(empty_store, tmp_path_factory) -> str:
+    """One sqlite MLflow store for the whole session.
 
     Every run in the tests (subprocesses included, through the environment) logs here, not
     into the repo's mlflow.db. Tests that read runs back use their own experiment names.
     """
     from eva.tracking.store import prepare_experiment
 
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    uri = copy_store(empty_store, tmp_path_factory.mktemp("mlflow") / "mlflow.db")
     os.environ["MLFLOW_TRACKING_URI"] = uri
-    prepare_experiment(uri, "eva")  # the store takes seconds to create: once, here
+    prepare_experiment(uri, "eva")
     return uri
 
 

@@ -1,5 +1,6 @@
 """Helpers shared by the test modules: the CLI in a subprocess, MLflow runs read back."""
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,13 @@ def runs_of(uri: str, experiment: str, missing_ok: bool = False) -> list:
         return []
     assert found is not None, f"no experiment {experiment} in {uri}"
     return client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def copy_store(empty_store: Path, path: Path) -> str:
+    """A fresh MLflow store at `path`, copied from conftest's empty_store; returns its URI."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(empty_store, path)
+    return f"sqlite:///{path}"
 
 
 def run_cli(args, cwd, env=None, timeout=600):

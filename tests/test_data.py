@@ -43,6 +43,8 @@ def test_fake_cifar10_trains_end_to_end(compose, fake_cifar10, tmp_path):
         "epochs=1",
         "batch_size=32",
         "progress=false",
+        "report.enabled=false",  # plots of RGB images: tests/test_report.py
+        "tracking.log_model=false",  # the logged model: tests/test_tracking.py
     )
     results = train(cfg, tmp_path / "run")
     assert results["sizes"] == {"train": 100, "val": 0, "test": 20}

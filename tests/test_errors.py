@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import torch
-from helpers import REPO, TINY_CLI, run_cli
+from helpers import REPO, TINY_CLI, copy_store, run_cli
 from mlflow import MlflowClient
 
 TRAIN = str(REPO / "train.py")
@@ -22,11 +22,11 @@ TINY_MODEL = ["model=session6", "model.channels=[8,16,16,16]"]
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> str:
+def store(empty_store, tmp_path_factory) -> str:
     """An MLflow store of this module's own: after every case, no run in it is RUNNING."""
     from eva.tracking.store import prepare_experiment
 
-    uri = f"sqlite:///{tmp_path_factory.mktemp('errors') / 'mlflow.db'}"
+    uri = copy_store(empty_store, tmp_path_factory.mktemp("errors") / "mlflow.db")
     prepare_experiment(uri, "errors")
     return uri
 

@@ -125,7 +125,7 @@ def test_every_session_runs_on_fashion_mnist_into_the_sessions_experiment(
     assert runs["session11-fashion_mnist"].data.params["optimizer.name"] == "sgd"
 
 
-def test_sweeping_the_presets_sums_their_runs_up_on_the_sweeps_parent(tmp_path):
+def test_sweeping_the_presets_sums_their_runs_up_on_the_sweeps_parent(tmp_path, fresh_store):
     """-m experiment=session6,session9: the jobs log to `sessions` (the presets say so), the
     parent to the launch config's experiment; the parent still finds and ranks them."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
@@ -134,7 +134,7 @@ def test_sweeping_the_presets_sums_their_runs_up_on_the_sweeps_parent(tmp_path):
     tiny += ["progress=false", "report.enabled=false", "tracking.log_model=false"]
     r = run_cli(["-m", "experiment=session6,session9", *tiny], cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = fresh_store  # tmp_path/mlflow.db: the launch dir's store, found by default
     children = runs_of(store, "sessions")
     assert [c.info.run_name for c in children] == [
         "0: experiment=session6",
@@ -147,7 +147,9 @@ def test_sweeping_the_presets_sums_their_runs_up_on_the_sweeps_parent(tmp_path):
     assert parent.data.tags["best_child_run_id"] == best.info.run_id
 
 
-def test_results_script_runs_a_row_and_prints_what_mlflow_recorded(fmnist_root, tmp_path):
+def test_results_script_runs_a_row_and_prints_what_mlflow_recorded(
+    fmnist_root, tmp_path, fresh_store
+):
     """benchmarks/results.py --quick: the README table's row, run and read back from MLflow."""
     import json
     import subprocess
@@ -156,7 +158,7 @@ def test_results_script_runs_a_row_and_prints_what_mlflow_recorded(fmnist_root, 
     from helpers import REPO
     from mlflow import MlflowClient
 
-    store = f"sqlite:///{tmp_path / 'results.db'}"
+    store = fresh_store
     script = [sys.executable, str(REPO / "benchmarks" / "results.py"), "--uri", store]
     env = {**os.environ, "EVA_DATA": str(fmnist_root)}
 

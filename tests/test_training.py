@@ -159,6 +159,7 @@ def test_cli_run_writes_results_in_the_hydra_run_dir(tmp_path):
         "batch_size=32",
         "threads=1",
         "report.enabled=false",
+        "tracking.log_model=false",  # tests/test_tracking.py covers the logged model
         "hydra.run.dir=run",
     ]
     r = subprocess.run(
