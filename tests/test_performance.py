@@ -101,6 +101,58 @@ def test_dataloader_workers_auto_feed_a_gpu_and_leave_a_cpu_to_the_net(monkeypat
     assert auto_workers(None, cuda) == 1
 
 
+@pytest.fixture
+def collector():
+    """The test process's collector as it was, whatever start-up did to it."""
+    import gc
+
+    gc.unfreeze()  # earlier in-process commands (tests/test_errors.py) froze this process
+    yield gc
+    gc.unfreeze()
+    gc.enable()
+
+
+def test_start_up_pauses_the_collector_until_the_first_loop(collector):
+    from eva import startup
+    from eva.engine.loop import evaluate
+
+    startup.pause_gc()
+    assert not collector.isenabled()
+    made = [[i] for i in range(1000)]  # what start-up builds: modules, configs, the net
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 10))
+    batches = [(torch.zeros(4, 3, 2, 2), torch.zeros(4, dtype=torch.long))]
+    evaluate(net, batches, torch.device("cpu"))
+    assert collector.isenabled()  # the first loop resumed it ...
+    assert collector.get_freeze_count() >= len(made)  # ... with start-up's objects frozen
+    startup.resume_gc()  # every loop calls it: a no-op from then on
+    assert collector.isenabled()
+
+
+def test_a_collector_turned_off_by_the_caller_stays_off(collector):
+    from eva import startup
+
+    collector.disable()
+    startup.pause_gc()
+    startup.resume_gc()
+    assert not collector.isenabled() and collector.get_freeze_count() == 0
+
+
+def test_the_command_line_resumes_the_collector_however_it_ends(collector):
+    from eva.cli import run
+    from eva.errors import EvaError as Bad
+
+    seen = []
+
+    def main():
+        seen.append(collector.isenabled())
+        raise Bad("epochs=0: must be at least 1")
+
+    with pytest.raises(SystemExit):
+        run(main)  # one line on stderr, exit 1, and no loop ever ran
+    assert seen == [False]  # paused while the command started
+    assert collector.isenabled()
+
+
 def test_help_is_evas_own_lists_real_groups_and_shows_the_overrides(tmp_path):
     start = time.perf_counter()
     r = subprocess.run(

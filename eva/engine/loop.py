@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from eva.engine.precision import Precision, memory_format
 from eva.errors import EvaError
+from eva.startup import resume_gc
 
 FP32 = Precision("fp32", "cpu")  # no autocast, no scaler
 
@@ -57,6 +58,7 @@ def train_one_epoch(
     precision: Precision = FP32,
     channels_last: bool = False,
 ) -> EpochStats:
+    resume_gc()  # start-up is over (eva/startup.py)
     model.train()
     non_blocking = device.type == "cuda"  # copies from pinned memory overlap the compute
     layout = memory_format(channels_last)
@@ -125,6 +127,7 @@ def evaluate(
     channels_last: bool = False,
 ) -> tuple[float, float]:
     """(mean cross-entropy over samples, accuracy) on a fixed, unshuffled split."""
+    resume_gc()
     model.eval()
     layout = memory_format(channels_last)
     loss_sum = torch.zeros((), device=device)

@@ -27,6 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from eva.errors import EvaError
+from eva.startup import resume_gc
 
 RULES = ("steepest", "min_loss")
 
@@ -164,6 +165,7 @@ def range_test(
     average, best, diverged = 0.0, math.inf, False
     started = time.perf_counter()
     non_blocking = device.type == "cuda"
+    resume_gc()  # start-up is over (eva/startup.py)
     model.train()
     data = endless(batches)
     bar = tqdm(schedule, desc="lr range test", disable=None if progress else True, leave=False)

@@ -32,6 +32,7 @@ from multiprocessing.connection import Connection
 from omegaconf import OmegaConf
 
 from eva.errors import EvaError
+from eva.startup import pause_gc, resume_gc
 from eva.tracking.run import Launch, Recording, Tracker
 from eva.tracking.store import check_reachable, redact, resolve_uri
 
@@ -45,6 +46,7 @@ def serve(conn) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.nice(5)  # where the writer and training compete for a core, training goes first
+    pause_gc()  # until MLflow is imported and its store open (eva/startup.py)
     logging.basicConfig(level=logging.WARNING, format="[eva MLflow writer] %(message)s")
     trackers: dict[int, Tracker] = {}
     failed: dict[int, BaseException] = {}  # an error of a call nobody waited for
@@ -68,7 +70,10 @@ def serve(conn) -> None:
             if method == "open":
                 config, launch_dir = args
                 wants_model = wants_model or config.get("log_model", False)
-                trackers[key] = Tracker.open(OmegaConf.create(config), Launch(launch_dir))
+                try:
+                    trackers[key] = Tracker.open(OmegaConf.create(config), Launch(launch_dir))
+                finally:
+                    resume_gc()
                 answer = None
             elif tracker is None:  # its opening failed (and said so): nothing to do
                 answer = {} if method == "seconds" else None
