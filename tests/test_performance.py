@@ -211,3 +211,17 @@ def test_overhead_benchmark_runs_tiny_and_ends_with_its_json(capsys, mlflow_stor
     assert "| eva " in out and "| plain " in out
     assert result["benchmark"] == "overhead" and result["ratio"] > 0
     assert len(result["eva_seconds"]) == len(result["plain_seconds"]) == 1
+
+
+def test_startup_benchmark_runs_tiny_and_ends_with_its_json(capsys):
+    out, result = run_benchmark(
+        "startup.py", ["--dataset", "synthetic", "--repeats", "1", "--threads", "1"], capsys
+    )
+    assert result["benchmark"] == "startup" and result["dataset"] == "synthetic"
+    seconds = result["seconds_to_first_batch"]
+    plain = result["plain_pytorch_seconds_to_first_batch"]
+    assert 0 < plain and 0 < seconds < 120  # from results.json's startup_seconds
+    assert result["ratio_to_plain"] == pytest.approx(seconds / plain, abs=2e-3)
+    for row in ("first launch here", "MLflow on", "tracking.enabled=false", "plain PyTorch"):
+        assert f"| {row}" in out
+    assert result["help_seconds"] > 0 and result["cfg_job_seconds"] > 0
