@@ -10,9 +10,10 @@ machine), `import torch, torch._dynamo` took 3.9–4.3 s with the collector on a
 of 526,000 and took 0.35 s.
 
 So `python train.py` pauses the collector for its start-up (eva.cli.run) and the first
-loop resumes it (train, evaluation, LR range test): gc.freeze() first moves everything
-start-up made out of the collector's sight, so later collections stay as cheap as in a
-small process. The price is that the few cycles start-up left unreachable are never
+loop resumes it (train, evaluation, LR range test); a sweep whose jobs run in other
+processes (joblib) resumes it as the sweep starts (eva/tracking/callback.py), and the
+command's end in any case. gc.freeze() first moves everything start-up made out of the
+collector's sight, so later collections stay as cheap as in a small process. The price is that the few cycles start-up left unreachable are never
 freed (a few MB, once). Importing eva as a library changes nothing: only pause_gc()
 turns the collector off, and resume_gc() acts only after it did.
 """

@@ -137,6 +137,28 @@ def test_a_collector_turned_off_by_the_caller_stays_off(collector):
     assert not collector.isenabled() and collector.get_freeze_count() == 0
 
 
+@pytest.mark.parametrize("launcher, resumed", [("JoblibLauncher", True), ("BasicLauncher", False)])
+def test_a_sweep_whose_jobs_run_elsewhere_resumes_the_collector(collector, launcher, resumed):
+    """With joblib the sweep's own process runs no loop: its start-up ends with the sweep's.
+    With the basic launcher its first job's loop resumes the collector."""
+    from omegaconf import OmegaConf
+
+    from eva import startup
+    from eva.tracking.callback import MlflowSweepCallback
+
+    config = OmegaConf.create(
+        {
+            "hydra": {"launcher": {"_target_": f"some.where.{launcher}"}},
+            "resume": False,
+            "tracking": {"enabled": False},
+        }
+    )
+    startup.pause_gc()
+    MlflowSweepCallback().on_multirun_start(config)
+    assert collector.isenabled() == resumed
+    startup.resume_gc()
+
+
 def test_the_command_line_resumes_the_collector_however_it_ends(collector):
     from eva.cli import run
     from eva.errors import EvaError as Bad

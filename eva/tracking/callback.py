@@ -77,6 +77,12 @@ class MlflowSweepCallback(Callback):
         self._previous_sigterm = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not str(config.hydra.launcher.get("_target_", "")).endswith(".BasicLauncher"):
+            # Jobs run in other processes (joblib): no loop will end this process's
+            # start-up, and it lives as long as the sweep (eva/startup.py).
+            from eva.startup import resume_gc
+
+            resume_gc()
         if config.get("resume"):
             print(
                 "Error: resume=true continues one run (python train.py ... resume=true "
