@@ -73,7 +73,7 @@ def run(hydra_main, conf_dir=None) -> None:
     (eva/help.py) when conf_dir, the app's config folder, is given."""
     from eva.startup import pause_gc, resume_gc
 
-    pause_gc()  # until the first loop: ~0.5 s less start-up (eva/startup.py)
+    pause_gc()  # until the first loop: ~1 s less start-up here (eva/startup.py)
     try:
         _run(hydra_main, conf_dir)
     finally:

@@ -1,4 +1,4 @@
-"""Start-up with the cyclic garbage collector paused: about half a second per launch.
+"""Start-up with the cyclic garbage collector paused: about a second less per launch here.
 
 A launch builds ~500,000 objects that live as long as the process: the modules of torch,
 of torch._dynamo (which torch 2.14 imports when the first optimizer is built), of Hydra,
@@ -9,13 +9,14 @@ machine), `import torch, torch._dynamo` took 3.9–4.3 s with the collector on a
 2.9–3.7 s with it off; a full collection afterwards found ~10,000 unreachable objects out
 of 526,000 and took 0.35 s.
 
-So `python train.py` pauses the collector for its start-up (eva.cli.run) and the first
-loop resumes it (train, evaluation, LR range test); a sweep whose jobs run in other
-processes (joblib) resumes it as the sweep starts (eva/tracking/callback.py), and the
-command's end in any case. gc.freeze() first moves everything start-up made out of the
-collector's sight, so later collections stay as cheap as in a small process. The price is that the few cycles start-up left unreachable are never
-freed (a few MB, once). Importing eva as a library changes nothing: only pause_gc()
-turns the collector off, and resume_gc() acts only after it did.
+So `python train.py` pauses the collector for its start-up (eva.cli.run), and the first
+loop turns it back on (training, evaluation, LR range test); so does the start of a sweep
+whose jobs run in other processes (joblib: eva/tracking/callback.py), and the end of the
+command whatever happened. Turning it back on first freezes (gc.freeze) everything
+start-up made: later collections never scan it, and stay as cheap as in a small process.
+The price: the few cycles start-up left unreachable are never freed (a few MB, once).
+Importing eva as a library changes nothing: only pause_gc() turns the collector off, and
+resume_gc() acts only after it did.
 """
 
 import gc
