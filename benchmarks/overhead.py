@@ -2,7 +2,7 @@
 
 Both sides train the same model (same init), on the same images, batch size, optimizer,
 OneCycle schedule and torch threads, then evaluate on the same test images; each epoch
-is timed end to end. eva's side is `eva.training.fit` for one epoch as a run does it:
+is timed end to end. eva's side is `eva.modes.train.fit` for one epoch as a run does it:
 progress bar drawn (on a pseudo-terminal, as a user sees it), loss/accuracy accumulated on
 the device, NaN checks, best.pt and last.pt written (fsync), one MLflow batch logged to a
 sqlite store. The plain side indexes pre-normalized tensors: the fastest loop there is.
@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     import copy
 
-    from eva import runtime
-    from eva.training import fit
+    from eva.modes import runtime
+    from eva.modes.train import fit
 
     out = Path(tempfile.mkdtemp(prefix="eva-overhead-"))
     cfg = compose(

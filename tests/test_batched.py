@@ -15,10 +15,9 @@ import torch
 from albumentations.augmentations.geometric import functional as fgeometric
 from omegaconf import OmegaConf
 
-from eva.config import AugmentConfig
 from eva.data.augment import augment_steps, mean_fill
 from eva.data.batched import BatchAugment, DeviceBatches, affine_theta, build_batch_augment, warp
-from eva.data.loaders import SeededBatches, TensorBatches, normalize_batch
+from eva.data.loaders import SeededBatches, TensorBatches, epoch_plan, normalize_batch
 from eva.errors import EvaError
 
 torch.set_num_threads(1)
@@ -28,10 +27,26 @@ FILL = np.array(mean_fill(MEAN), dtype=np.uint8)  # (125, 123, 114)
 N = 400  # samples per distribution check
 
 
+# The augment keys BatchAugment and augment_steps() read, with everything random off.
+AUGMENT_OFF = {
+    "name": "test",
+    "backend": "torch",
+    "hflip_p": 0.0,
+    "affine_p": 0.0,
+    "shift": 0.0625,
+    "scale": 0.1,
+    "rotate": 15.0,
+    "pad": 0,
+    "pad_mode": "reflect",
+    "cutout_size": 0,
+    "cutout_p": 0.0,
+}
+
+
 def config(**on):
-    """An augment config with everything random off except `on`."""
-    aug = OmegaConf.structured(AugmentConfig(name="test", backend="torch"))
-    aug.cutout_p = aug.hflip_p = aug.affine_p = 0.0
+    """An augment config with everything random off except `on` (struct: no new keys)."""
+    aug = OmegaConf.create(AUGMENT_OFF)
+    OmegaConf.set_struct(aug, True)
     for key, value in on.items():
         aug[key] = value
     return aug
@@ -260,8 +275,13 @@ def session6_like():
     return config(hflip_p=0.5, pad=4, affine_p=0.5, cutout_size=8, cutout_p=0.5)
 
 
+def session6_augment() -> BatchAugment:
+    """The batch augmentation the batcher tests run (every step on)."""
+    return build_batch_augment(session6_like(), 32, MEAN)
+
+
 def device_batches(images, labels, seed=0, augment=True, device="cpu", generator=None):
-    aug = build_batch_augment(session6_like(), 32, MEAN) if augment else None
+    aug = session6_augment() if augment else None
     generator = generator or torch.Generator().manual_seed(seed)
     return DeviceBatches(images, labels, MEAN, STD, 32, torch.device(device), aug, generator)
 
@@ -330,7 +350,7 @@ def test_batches_follow_the_seeded_batches_scheme():
     each batch is augmented from a fresh generator seeded with its own seed."""
     images = np.repeat(np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3), np.uint8), 64, 0)
     labels = np.arange(64) % 10
-    augment = build_batch_augment(session6_like(), 32, MEAN)
+    augment = session6_augment()
     keys = list(SeededBatches(64, 32, torch.Generator().manual_seed(4)))
     got = epoch(device_batches(images, labels, seed=4))
     mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
@@ -344,12 +364,102 @@ def test_batches_follow_the_seeded_batches_scheme():
 
 
 def test_without_augmentation_the_batches_are_tensor_batches_shuffled_alike():
+    """DeviceBatches is TensorBatches with a batch augmentation: without one, the same
+    batches epoch after epoch (no seeds drawn by either)."""
     images = np.random.default_rng(0).integers(0, 256, (70, 32, 32, 3), dtype=np.uint8)
     labels = np.arange(70) % 10
     ours = device_batches(images, labels, seed=3, augment=False)
     plain = TensorBatches(images, labels, MEAN, STD, 32, True, torch.Generator().manual_seed(3))
-    for (x, y), (u, v) in zip(ours, plain, strict=True):  # same permutation, first epoch
-        assert torch.equal(x, u) and torch.equal(y, v)
+    for _ in range(2):
+        for (x, y), (u, v) in zip(ours, plain, strict=True):
+            assert torch.equal(x, u) and torch.equal(y, v)
+
+
+def reference_epochs(seed: int, seeded: bool, epochs: int = 2, n: int = 70, size: int = 32):
+    """The batchers' streams written out with torch calls, as they were before epoch_plan:
+    per epoch a permutation, then (seeded) one seed per batch. Returns [(index batches,
+    seeds)] and the generator moved on by those draws."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=g).tolist()
+        count = -(-n // size)
+        seeds = torch.randint(0, 2**62, (count,), generator=g).tolist() if seeded else None
+        out.append(([order[i : i + size] for i in range(0, n, size)], seeds))
+    return out, g
+
+
+@pytest.mark.parametrize("seeded", [True, False])
+def test_epoch_plan_is_a_permutation_then_one_seed_per_batch(seeded):
+    g = torch.Generator().manual_seed(7)
+    plan = epoch_plan(70, 32, g, seeded=seeded)
+    [(batches, seeds)], moved = reference_epochs(7, seeded, epochs=1)
+    assert [idx.tolist() for idx, _ in plan] == batches
+    assert [len(b) for b in batches] == [32, 32, 6]  # the last one short
+    assert [seed for _, seed in plan] == (seeds if seeded else [None] * 3)
+    assert torch.equal(g.get_state(), moved.get_state())  # nothing else drawn
+
+
+KINDS = ["tensor", "device", "seeded"]  # TensorBatches (not augmented), DeviceBatches, keys
+
+
+def batcher(kind: str, generator: torch.Generator):
+    """70 samples in batches of 32, labelled with their index."""
+    images, labels = np.zeros((70, 32, 32, 3), np.uint8), np.arange(70)
+    if kind == "seeded":
+        return SeededBatches(70, 32, generator)
+    if kind == "tensor":
+        return TensorBatches(images, labels, MEAN, STD, 32, True, generator)
+    return device_batches(images, labels, generator=generator)
+
+
+def drawn(batches) -> tuple[list[list[int]], list[int] | None]:
+    """One epoch: the index batches, and the batch seeds where the batcher shows them."""
+    if isinstance(batches, SeededBatches):
+        keys = list(batches)
+        return [[i for i, _ in b] for b in keys], [b[0][1] for b in keys]
+    return [y.tolist() for _, y in batches], None
+
+
+def rng(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_batcher_repeats_for_a_generator_state_and_covers_each_sample_once(kind):
+    a = batcher(kind, rng(5))
+    assert len(a) == 3  # ceil(70 / 32): the last batch is short
+    first, seeds = drawn(a)
+    assert [len(b) for b in first] == [32, 32, 6]
+    assert sorted(i for b in first for i in b) == list(range(70))  # each once an epoch
+    assert (first, seeds) == drawn(batcher(kind, rng(5)))  # same seed, same batches
+    assert first != drawn(batcher(kind, rng(6)))[0]  # another seed, another order
+
+    state = a.generator.get_state() if kind == "seeded" else a.order.get_state()
+    second = drawn(a)
+    assert second[0] != first and sorted(i for b in second[0] for i in b) == list(range(70))
+    restored = torch.Generator()
+    restored.set_state(state)  # a resume at the epoch boundary repeats the next epoch
+    assert drawn(batcher(kind, restored)) == second
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_streams_are_the_ones_written_before_epoch_plan(kind):
+    """Reproducibility across versions: the same seed gives the same order (and batch seeds)
+    as the draws each batcher made before; un-augmented TensorBatches draws no seeds."""
+    batches = batcher(kind, rng(11))
+    expected, _ = reference_epochs(11, seeded=kind != "tensor")
+    for order, seeds in expected:
+        got, got_seeds = drawn(batches)
+        assert got == order
+        if kind == "seeded":
+            assert got_seeds == seeds
+
+
+def test_an_augmentation_needs_shuffled_seeded_batches():
+    images, labels = labelled(8)
+    with pytest.raises(ValueError, match="augment needs shuffle=True"):
+        TensorBatches(images, labels, MEAN, STD, 4, augment=lambda x, generator: x)
 
 
 def test_nothing_random_builds_nothing_and_a_bad_pad_mode_is_one_line():

@@ -11,7 +11,7 @@ from omegaconf.errors import ValidationError
 
 from eva.config import SCHEMAS
 from eva.errors import EvaError
-from eva.validate import validate
+from eva.config.validate import validate
 
 REPO = Path(__file__).resolve().parents[1]
 GROUP_OPTIONS = [

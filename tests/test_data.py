@@ -32,7 +32,7 @@ def test_fake_cifar10_loads_through_the_real_torchvision_path(compose, fake_cifa
 
 
 def test_fake_cifar10_trains_end_to_end(compose, fake_cifar10, tmp_path):
-    from eva.training import train
+    from eva.modes.train import train
 
     root, _ = fake_cifar10
     cfg = compose(
@@ -227,6 +227,8 @@ def test_evaluation_batches_keep_order_and_cover_every_sample():
     assert torch.cat(got).tolist() == list(range(10))
     x, _ = next(iter(batches))
     torch.testing.assert_close(x[:, 0, 0, 0], torch.arange(4) / 255.0)
+    assert batches.order is None  # nothing drawn, nothing for a checkpoint to save
+    assert torch.cat([lab for _, lab in batches]).tolist() == list(range(10))  # every epoch
 
 
 def test_build_data_on_synthetic_with_a_validation_split(compose):

@@ -1,5 +1,6 @@
 """Device selection and checkpoint files."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -86,3 +87,42 @@ def test_a_loss_gone_nan_mid_epoch_stops_at_the_next_check(monkeypatch):
         )
     assert str(e.value).startswith("epoch 3/5: the training loss is nan by step 100 of 120")
     assert model.calls == 100  # stopped at the check after step 100, not at the epoch's end
+
+
+def test_evaluate_keeps_predictions_from_the_same_pass():
+    """One pass serves both: the loss and accuracy are the same with or without predictions."""
+    from eva.engine.loop import Evaluation, Predictions, evaluate
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5)).train()
+    images, labels = torch.randn(23, 3, 2, 2), torch.randint(0, 5, (23,))
+    batches = [(images[i : i + 8], labels[i : i + 8]) for i in range(0, 23, 8)]
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+
+    plain = evaluate(model, batches, torch.device("cpu"))
+    assert type(plain) is Evaluation and not hasattr(plain, "preds")  # nothing per sample
+    loss, acc = plain  # the form training and mode=test unpack
+    assert (loss, acc) == (plain.loss, plain.acc)
+    kept = evaluate(model, batches, "cpu", keep_predictions=True)
+    assert isinstance(kept, Predictions) and len(calls) == 2 * len(batches)
+    assert (kept.loss, kept.acc) == (plain.loss, plain.acc)  # exactly, not approximately
+
+    with torch.no_grad():
+        logits = model.eval()(images)
+    np.testing.assert_array_equal(kept.labels, labels.numpy())
+    np.testing.assert_array_equal(kept.preds, logits.argmax(1).numpy())
+    np.testing.assert_allclose(kept.confidence, torch.softmax(logits, 1).max(1).values, rtol=1e-6)
+    assert kept.acc == (kept.preds == kept.labels).mean()
+    assert kept.loss == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item())
+    assert kept.labels.dtype == kept.preds.dtype == np.int64
+    assert kept.confidence.dtype == np.float32
+
+
+def test_evaluate_on_no_batches_is_a_clear_error():
+    from eva.engine.loop import evaluate
+
+    model = torch.nn.Linear(3, 2)
+    for keep in (False, True):
+        with pytest.raises(ValueError, match="evaluate: the evaluation batches were empty"):
+            evaluate(model, [], torch.device("cpu"), keep_predictions=keep)

@@ -37,7 +37,7 @@ def files(tmp_path_factory) -> dict:
     from hydra import compose, initialize_config_dir
 
     import eva.config  # noqa: F401  (registers the schemas)
-    from eva.training import train
+    from eva.modes.train import train
 
     root = tmp_path_factory.mktemp("inputs")
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from eva.errors import EvaError
-from eva.optim.lr_find import exponential_lrs, range_test, running_average, suggest, zero_lag
+from eva.optim.lr_range import exponential_lrs, range_test, running_average, suggest, zero_lag
 
 CPU = torch.device("cpu")
 

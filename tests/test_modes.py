@@ -15,10 +15,10 @@ from eva.data import ImageSet
 from eva.data.loaders import TensorBatches
 from eva.engine.checkpoint import save_checkpoint
 from eva.errors import EvaError
-from eva.evaluation import evaluate_checkpoint
+from eva.modes.test import evaluate_checkpoint
 from eva.models import build_model
 from eva.report import make_reports
-from eva.training import train
+from eva.modes.train import train
 
 FAST_FIND = ["lr_find.num_iter=20", "lr_find.end_lr=1.0"]
 TRAIN_PLOTS = {"loss_accuracy_curves", "lr_schedule", "augmented_samples"}

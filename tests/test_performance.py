@@ -15,7 +15,7 @@ from eva.engine.device import auto_workers
 from eva.engine.precision import build_precision, compiled
 from eva.errors import EvaError
 from eva.models import build_model
-from eva.training import train
+from eva.modes.train import train
 
 NO_TRACKING = ["tracking.enabled=false"]
 
@@ -160,7 +160,7 @@ def test_a_sweep_whose_jobs_run_elsewhere_resumes_the_collector(collector, launc
 
 
 def test_the_command_line_resumes_the_collector_however_it_ends(collector):
-    from eva.cli import run
+    from eva.cli.errors import run
     from eva.errors import EvaError as Bad
 
     seen = []

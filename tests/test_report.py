@@ -1,25 +1,28 @@
-"""eva.report building blocks: metrics by hand, every figure as a real PNG, GradCAM maps."""
+"""eva.report building blocks: metrics by scikit-learn, every figure as a real PNG, GradCAM maps."""
 
 import math
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sklearn import metrics as sk
 from torch import nn
 
+from eva.data import ImageSet
+from eva.data.loaders import TensorBatches
+from eva.engine.loop import Predictions, evaluate
 from eva.errors import EvaError
 from eva.models import MODELS, build_model
-from eva.report import figures, gradcam, images
+from eva.report import figures, gradcam, images, make_reports
 from eva.report.metrics import (
-    Predictions,
     classification_report,
     confusion_matrix,
     metric_key,
     per_class_metrics,
-    predict,
 )
 
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat"]
@@ -68,47 +71,48 @@ PREDS = np.array([0, 0, 1, 1, 0, 1, 1])
 NAMES = ["cat", "T-shirt/top", "dog", "empty"]
 
 
-def test_confusion_matrix_and_per_class_metrics_by_hand():
-    cm = confusion_matrix(LABELS, PREDS, 4)
+def test_confusion_matrix_rows_are_true_classes_and_every_class_has_one():
+    cm = confusion_matrix(LABELS, PREDS, 4)  # "empty" never occurs: still a row and a column
     assert cm.dtype == np.int64
     expected = [[2, 1, 0, 0], [1, 1, 0, 0], [0, 2, 0, 0], [0, 0, 0, 0]]
     np.testing.assert_array_equal(cm, expected)
+
+
+def test_per_class_metrics_and_report_are_sklearns_with_a_class_never_predicted():
     with warnings.catch_warnings(), np.errstate(all="raise"):
-        warnings.simplefilter("error")  # division by zero must not even warn
-        m = per_class_metrics(cm, NAMES)
-        report = classification_report(cm, NAMES)
-    assert m["cat"] == pytest.approx(
-        {"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3}
+        warnings.simplefilter("error")  # a class never predicted must not even warn
+        m = per_class_metrics(LABELS, PREDS, NAMES)
+        report = classification_report(LABELS, PREDS, NAMES)
+    p, r, f, s = sk.precision_recall_fscore_support(LABELS, PREDS, labels=range(4), zero_division=0)
+    assert list(m) == NAMES
+    for i, name in enumerate(NAMES):
+        assert m[name] == {"precision": p[i], "recall": r[i], "f1": f[i], "support": s[i]}
+        assert isinstance(m[name]["support"], int) and isinstance(m[name]["f1"], float)
+    assert m["dog"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}  # never predicted
+    assert m["empty"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}  # never there
+    expected = sk.classification_report(
+        LABELS, PREDS, labels=range(4), target_names=NAMES, digits=4, zero_division=0
     )
-    # T-shirt/top: tp 1, predicted 4 times, 2 samples
-    assert m["T-shirt/top"] == pytest.approx(
-        {"precision": 0.25, "recall": 0.5, "f1": 1 / 3, "support": 2}
-    )
-    assert m["dog"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
-    assert m["empty"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
-    assert isinstance(m["cat"]["support"], int)
-
-    lines = report.splitlines()
-    assert lines[0].split() == ["precision", "recall", "f1-score", "support"]
-    for name in NAMES:
-        assert any(line.strip().startswith(name) for line in lines), name
-    rows = {line[: len("weighted avg")].strip(): line.split() for line in lines if line.strip()}
-    assert rows["accuracy"][-2:] == [f"{3 / 7:.4f}", "7"]
-    assert rows["macro avg"][-4:] == [
-        f"{(2 / 3 + 0.25) / 4:.4f}",
-        f"{(2 / 3 + 0.5) / 4:.4f}",
-        f"{(2 / 3 + 1 / 3) / 4:.4f}",
-        "7",
-    ]
-    weighted_p = (2 / 3 * 3 + 0.25 * 2) / 7
-    assert rows["weighted avg"][-4] == f"{weighted_p:.4f}"
-    # the name column is as wide as the longest label, so the numbers line up
-    assert len({len(line) for line in lines if line.strip()}) == 1
+    assert report == expected
+    assert "accuracy" in report and "0.4286" in report  # 3 of 7 right
 
 
-def test_confusion_matrix_rejects_out_of_range_labels():
-    with pytest.raises(ValueError, match="outside"):
-        confusion_matrix(np.array([0, 3]), np.array([0, 1]), 3)
+@pytest.mark.parametrize(
+    ("labels", "preds", "message"),
+    [
+        ([0, 3], [0, 1], r"labels outside \[0, 3\): 0..3"),
+        ([0, 1], [-1, 1], r"preds outside \[0, 3\): -1..1"),
+        ([0, 1, 2], [0, 1], r"labels \(3,\) and preds \(2,\) differ in shape"),
+    ],
+)
+def test_metrics_check_their_inputs(labels, preds, message):
+    labels, preds = np.array(labels), np.array(preds)
+    with pytest.raises(ValueError, match=message):
+        confusion_matrix(labels, preds, 3)
+    with pytest.raises(ValueError, match=message):
+        per_class_metrics(labels, preds, ["a", "b", "c"])
+    with pytest.raises(ValueError, match=message):
+        classification_report(labels, preds, ["a", "b", "c"])
 
 
 @pytest.mark.parametrize(
@@ -124,9 +128,9 @@ def test_metric_key(name, key):
     assert metric_key(name) == key
 
 
-def test_predict_by_hand_and_wrong_ordering():
+def test_predictions_by_hand_and_wrong_ordering():
     # The "model" returns its input as logits, so every softmax is known; the dropout in front
-    # would scramble them unless predict switches the model to eval mode.
+    # would scramble them unless evaluate switches the model to eval mode.
     logits = torch.tensor(
         [[2, 0, 0], [0, 3, 0], [0, 0, 1], [1, 0, 0], [0, 5, 0], [0, 3, 0]], dtype=torch.float32
     )
@@ -134,7 +138,7 @@ def test_predict_by_hand_and_wrong_ordering():
     model = nn.Sequential(nn.Dropout(0.5), nn.Flatten()).train()
     x = logits[:, :, None, None]
     batches = [(x[:2], labels[:2]), (x[2:4], labels[2:4]), (x[4:], labels[4:])]
-    p = predict(model, batches, "cpu")
+    p = evaluate(model, batches, "cpu", keep_predictions=True)
     assert isinstance(p, Predictions) and not model.training
     np.testing.assert_array_equal(p.labels, labels.numpy())
     np.testing.assert_array_equal(p.preds, [0, 1, 2, 0, 1, 1])
@@ -152,6 +156,56 @@ def test_predict_by_hand_and_wrong_ordering():
     assert p.confidence[1] == pytest.approx(softmax_at(rows[1], 1), rel=1e-5)
     # most confident mistake first (5 logit), then the two equal ones in sample order, then 3
     np.testing.assert_array_equal(p.wrong, [4, 1, 5, 3])
+
+
+def tiny_test_split(n: int = 12, batch_size: int = 5):
+    """A 4-class test split of n random 8x8 RGB images, as make_reports reads it."""
+    rng = np.random.default_rng(4)
+    pixels = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+    labels = np.arange(n, dtype=np.int64) % 4
+    test_set = ImageSet(pixels, labels, NAMES)
+    batches = TensorBatches(pixels, labels, [0.5] * 3, [0.25] * 3, batch_size)
+    return SimpleNamespace(test=batches, test_set=test_set, classes=NAMES)
+
+
+def test_make_reports_with_the_evaluation_pass_predictions_runs_no_second_pass(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    data = tiny_test_split()  # 12 images in batches of 5: 3 forward calls a pass
+    report = SimpleNamespace(enabled=True, samples=0, misclassified=4, gradcam=0, dpi=40)
+    cfg = SimpleNamespace(
+        report=report,
+        model=SimpleNamespace(name="linear", gradcam_layer="1"),
+        dataset=SimpleNamespace(name="tiny"),
+    )
+    cpu = torch.device("cpu")
+    evaluation = evaluate(model, data.test, cpu, keep_predictions=True)  # mode=test's pass
+    assert len(calls) == 3
+    given = make_reports(cfg, model, data, cpu, tmp_path / "given", predictions=evaluation)
+    assert len(calls) == 3  # the model did not run again
+    assert given.errors == {} and "predictions" not in given.seconds
+    own = make_reports(cfg, model, data, cpu, tmp_path / "own")  # no predictions: one pass
+    assert len(calls) == 6 and own.errors == {}
+    assert own.per_class == given.per_class
+    assert own.metrics == given.metrics
+    text = (tmp_path / "given" / "reports" / "classification_report.txt").read_text()
+    assert text == (tmp_path / "own" / "reports" / "classification_report.txt").read_text()
+    assert f"n=12, acc {evaluation.acc:.4f}" in text
+
+    with pytest.raises(TypeError, match="keep_predictions=True"):  # loss and accuracy only
+        make_reports(cfg, model, data, cpu, tmp_path, predictions=evaluate(model, data.test, cpu))
+    short = tiny_test_split(n=7)
+    with pytest.raises(ValueError, match="7 predictions for the 12 images of the test split"):
+        make_reports(
+            cfg,
+            model,
+            data,
+            cpu,
+            tmp_path,
+            predictions=evaluate(model, short.test, cpu, keep_predictions=True),
+        )
 
 
 # --- figures -------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from eva.engine import state
 from eva.engine.checkpoint import load_checkpoint
 from eva.errors import EvaError
 from eva.optim import build_optimizer, build_scheduler
-from eva.training import train
+from eva.modes.train import train
 
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")  # not the timings
 
@@ -151,10 +151,10 @@ def resuming(cfg):
 
 
 def interrupt_on(monkeypatch, name: str, call: int):
-    """Make eva.training.<name> raise KeyboardInterrupt (Ctrl-C) on its call-th call."""
-    import eva.training
+    """Make eva.modes.train.<name> raise KeyboardInterrupt (Ctrl-C) on its call-th call."""
+    import eva.modes.train
 
-    real = getattr(eva.training, name)
+    real = getattr(eva.modes.train, name)
     calls = {"n": 0}
 
     def wrapper(*args, **kwargs):
@@ -163,7 +163,7 @@ def interrupt_on(monkeypatch, name: str, call: int):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(eva.training, name, wrapper)
+    monkeypatch.setattr(eva.modes.train, name, wrapper)
     return calls
 
 
@@ -199,12 +199,12 @@ def test_ctrl_c_then_resume_continues_the_killed_mlflow_run(compose, tmp_path, m
 def test_killed_after_the_last_epoch_the_resume_only_finishes(compose, tmp_path, monkeypatch):
     cfg = tiny(compose, "tracking.enabled=false")
     with monkeypatch.context() as m:
-        import eva.training
+        import eva.modes.train
 
         def killed_writing_results(data, path):  # after the last epoch, before results.json
             raise KeyboardInterrupt
 
-        m.setattr(eva.training.runtime, "write_json", killed_writing_results)
+        m.setattr(eva.modes.train.runtime, "write_json", killed_writing_results)
         with pytest.raises(KeyboardInterrupt):
             train(cfg, tmp_path)
     saved = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
@@ -247,7 +247,7 @@ def test_resume_refuses_what_it_cannot_continue(compose, tmp_path):
 
 
 def test_one_process_per_run_folder(compose, tmp_path):
-    from eva.resume import run_lock
+    from eva.modes.resume import run_lock
 
     cfg = tiny(compose, "tracking.enabled=false", "epochs=1")
     with run_lock(tmp_path):  # as if a run were still training in this folder
@@ -257,7 +257,7 @@ def test_one_process_per_run_folder(compose, tmp_path):
 
 
 def test_resume_of_max_lr_find_keeps_the_found_number(compose, tmp_path, monkeypatch):
-    import eva.lr_finder
+    import eva.modes.lr_range_test
 
     cfg = tiny(compose, "tracking.enabled=false", "scheduler.max_lr=find", "lr_find.num_iter=20")
     with monkeypatch.context() as m:
@@ -270,7 +270,7 @@ def test_resume_of_max_lr_find_keeps_the_found_number(compose, tmp_path, monkeyp
     def no_second_range_test(rt):
         raise AssertionError("the range test ran again")
 
-    monkeypatch.setattr(eva.lr_finder, "find_max_lr", no_second_range_test)
+    monkeypatch.setattr(eva.modes.lr_range_test, "find_max_lr", no_second_range_test)
     results = train(resuming(cfg), tmp_path)
     assert results["max_lr"] == found
     assert results["lr_find"]["suggested_lr"] == found

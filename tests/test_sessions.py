@@ -8,7 +8,7 @@ from helpers import run_cli, runs_of
 from omegaconf import OmegaConf
 
 from eva.optim import build_scheduler
-from eva.training import train
+from eva.modes.train import train
 
 SESSIONS = ("session6", "session9", "session10", "session11")
 

@@ -28,7 +28,7 @@ from eva.engine.checkpoint import load_checkpoint
 from eva.errors import EvaError
 from eva.models import build_model
 from eva.tracking.params import config_params
-from eva.training import train
+from eva.modes.train import train
 
 
 def tiny(compose, *extra):
@@ -185,12 +185,12 @@ def test_password_in_the_tracking_uri_is_never_logged(compose):
 def test_a_run_that_dies_is_never_left_running(
     compose, mlflow_store, tmp_path, monkeypatch, failure, status, error
 ):
-    import eva.training
+    import eva.modes.train
 
     def evaluate_that_fails(*args, **kwargs):
         raise failure
 
-    monkeypatch.setattr(eva.training, "evaluate", evaluate_that_fails)
+    monkeypatch.setattr(eva.modes.train, "evaluate", evaluate_that_fails)
     experiment = experiment_name()
     with pytest.raises(type(failure)):
         train(tiny(compose, f"tracking.experiment={experiment}"), tmp_path)

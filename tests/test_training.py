@@ -11,7 +11,7 @@ import torch
 from eva.engine.checkpoint import load_checkpoint
 from eva.models import build_model
 from eva.optim import build_optimizer, build_scheduler
-from eva.training import train
+from eva.modes.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 

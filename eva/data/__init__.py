@@ -8,7 +8,8 @@ from functools import partial
 import numpy as np
 import torch
 
-from eva.data.datasets import ImageSet, load_split
+from eva.config import options
+from eva.data.datasets import ImageSet
 from eva.data.loaders import TensorBatches, augmented_loader
 from eva.errors import EvaError
 
@@ -71,12 +72,7 @@ def build_data(cfg, device: torch.device | None = None, num_workers: int = 0) ->
     """
     device = device or torch.device("cpu")
     dcfg = cfg.dataset
-    full_train, full_test = load_split(dcfg, train=True), load_split(dcfg, train=False)
-    if full_train.images.shape[1:] != (dcfg.image_size, dcfg.image_size, dcfg.in_channels):
-        raise EvaError(
-            f"dataset {dcfg.name}: images are {full_train.images.shape[1:]} (H, W, C), the "
-            f"config says image_size={dcfg.image_size}, in_channels={dcfg.in_channels}"
-        )
+    full_train, full_test = load_split(cfg, train=True), load_split(cfg, train=False)
     train_idx, val_idx, test_idx = split_indices(len(full_train), len(full_test), dcfg, cfg.seed)
     train_set, test_set = full_train.subset(train_idx), full_test.subset(test_idx)
     mean, std = list(dcfg.mean), list(dcfg.std)
@@ -91,7 +87,41 @@ def build_data(cfg, device: torch.device | None = None, num_workers: int = 0) ->
     return Data(fresh_train(), test, val, train_set, test_set, full_train.classes, fresh_train)
 
 
-PAD_MODES = ("reflect", "constant")
+def load_split(cfg, train: bool) -> ImageSet:
+    """The whole training or test split from the dataset's builder (eva/data/datasets.py
+    gives the contract), checked against what the config says of it."""
+    from eva.config.validate import dataset_inputs, eva_keys
+
+    d = cfg.dataset
+    split = options.build("dataset", d, eva_keys("dataset"), dataset_inputs(cfg, train))
+    which = "training" if train else "test"
+    if not isinstance(split, ImageSet):
+        raise EvaError(
+            f"dataset._target_={d._target_}: returned a {type(split).__name__} for the "
+            f"{which} split, expected an eva.data.ImageSet (uint8 images, labels, classes)"
+        )
+    expected = (d.image_size, d.image_size, d.in_channels)
+    if split.images.ndim != 4 or split.images.shape[1:] != expected:
+        raise EvaError(
+            f"dataset {d.name}: {which} images are {split.images.shape[1:]} (H, W, C), the "
+            f"config says image_size={d.image_size}, in_channels={d.in_channels}"
+        )
+    if split.images.dtype != np.uint8 or len(split.labels) != len(split.images):
+        raise EvaError(
+            f"dataset {d.name}: {which} split has {split.images.dtype} images and "
+            f"{len(split.labels)} labels for {len(split.images)} images (expected uint8, one each)"
+        )
+    if len(split.labels) and not 0 <= split.labels.min() <= split.labels.max() < d.num_classes:
+        raise EvaError(
+            f"dataset {d.name}: {which} labels run {split.labels.min()}..{split.labels.max()}, "
+            f"outside 0..{d.num_classes - 1} (dataset.num_classes={d.num_classes})"
+        )
+    if len(split.classes) != d.num_classes:
+        raise EvaError(
+            f"dataset {d.name}: {len(split.classes)} class names, dataset.num_classes="
+            f"{d.num_classes}"
+        )
+    return split
 
 
 def mean_fill(mean: list[float]) -> tuple[float, ...]:
@@ -100,34 +130,89 @@ def mean_fill(mean: list[float]) -> tuple[float, ...]:
     return tuple(round(m * 255.0) for m in mean)
 
 
-def check_pad_mode(aug) -> None:
-    if aug.pad > 0 and aug.pad_mode not in PAD_MODES:
-        raise EvaError(f"augment.pad_mode={aug.pad_mode!r}: expected reflect or constant")
+def check_standard_augment(
+    image_size: int,
+    hflip_p: float = 0.0,
+    affine_p: float = 0.0,
+    shift: float = 0.0625,
+    scale: float = 0.1,
+    rotate: float = 15.0,
+    pad: int = 0,
+    pad_mode: str = "reflect",
+    cutout_size: int = 0,
+    cutout_p: float = 0.5,
+    **_inputs,
+) -> None:
+    """The standard augmentation's arguments (both backends), before any work: geometry
+    that does not fit the image, probabilities outside [0, 1]."""
+    for key, p in (("hflip_p", hflip_p), ("affine_p", affine_p), ("cutout_p", cutout_p)):
+        if not 0 <= p <= 1:
+            raise EvaError(f"augment.{key}={p}: a probability, must be in [0, 1]")
+    if not 0 <= cutout_size <= image_size:
+        raise EvaError(
+            f"augment.cutout_size={cutout_size}: the hole must fit the {image_size}x{image_size} "
+            f"image (0 to {image_size}; 0 = off)"
+        )
+    if pad < 0 or (pad_mode == "reflect" and pad >= image_size):
+        most = image_size - 1 if pad_mode == "reflect" else "any"
+        raise EvaError(
+            f"augment.pad={pad}: must be 0 or more and, with pad_mode=reflect, below the image "
+            f"size {image_size} (at most {most})"
+        )
+    if not 0 <= shift < 1 or not 0 <= scale < 1 or rotate < 0:
+        raise EvaError(
+            f"augment.shift={shift}, scale={scale}, rotate={rotate}: shift and scale are "
+            "fractions in [0, 1), rotate degrees >= 0"
+        )
 
 
-def is_augmented(aug) -> bool:
-    """Does the augment config ask for anything random? (augment=none does not.)"""
-    return aug.pad > 0 or aug.hflip_p > 0 or aug.affine_p > 0 or aug.cutout_size > 0
+def augment_builder_node(cfg, batched: bool):
+    """The augment node with `_target_` set to the builder of the backend asked for."""
+    from omegaconf import OmegaConf
+
+    a = cfg.augment
+    return OmegaConf.merge(a, {options.TARGET: a.batched}) if batched else a
+
+
+def build_augment(cfg):
+    """The run's training augmentation: None (nothing random), a seeded albumentations
+    Compose (backend=albumentations), or a batch augmentation (backend=torch).
+
+    An albumentations builder returns its list of transforms (eva adds Normalize and the
+    tensor conversion, and seeds the pipeline); a batched builder returns a callable
+    (uint8 (B, C, H, W) batch, torch.Generator) -> uint8 batch, with `.active` False when
+    it would change nothing.
+    """
+    from eva.config.validate import augment_inputs, eva_keys
+
+    a = cfg.augment
+    if options.TARGET not in a:
+        return None
+    torch_backend = a.backend == "torch"
+    node = augment_builder_node(cfg, torch_backend)
+    made = options.build("augment", node, eva_keys("augment"), augment_inputs(cfg))
+    if torch_backend:
+        return made if getattr(made, "active", True) else None
+    from eva.data.augment import compose  # albumentations: ~0.3 s to import
+
+    return compose(made, cfg.dataset.mean, cfg.dataset.std, cfg.seed)
 
 
 def train_batches(cfg, train_set: ImageSet, device: torch.device, num_workers: int = 0):
     """Shuffled, augmented training batches; the same order and augmentations for the same
     seed (one seeded generator orders the batches and seeds each batch's augmentation)."""
-    d, aug = cfg.dataset, cfg.augment
+    d = cfg.dataset
     mean, std = list(d.mean), list(d.std)
     generator = torch.Generator().manual_seed(cfg.seed)
     images, labels = train_set.images, train_set.labels
-    if not is_augmented(aug):  # nothing random but the order: slices of one tensor
+    augment = build_augment(cfg)
+    if augment is None:  # nothing random but the order: slices of one tensor
         return TensorBatches(
             images, labels, mean, std, cfg.batch_size, True, generator, device=device
         )
-    if aug.backend == "torch":  # per batch, with tensor ops on the run's device
-        from eva.data.batched import DeviceBatches, build_batch_augment
+    if cfg.augment.backend == "torch":  # per batch, with tensor ops on the run's device
+        from eva.data.batched import DeviceBatches
 
-        augment = build_batch_augment(aug, d.image_size, mean)
         return DeviceBatches(images, labels, mean, std, cfg.batch_size, device, augment, generator)
-    from eva.data.augment import build_train_transform  # albumentations: ~0.3 s to import
-
-    transform = build_train_transform(aug, d.image_size, mean, std, cfg.seed)
     pin = device.type == "cuda"  # page-locked batches copy to the GPU asynchronously
-    return augmented_loader(images, labels, transform, cfg.batch_size, generator, num_workers, pin)
+    return augmented_loader(images, labels, augment, cfg.batch_size, generator, num_workers, pin)

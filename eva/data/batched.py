@@ -9,15 +9,15 @@ device: a batch's parameters depend on its seed alone, on a CPU as on a GPU (so 
 pixels, but for the odd warped pixel whose float rounding lands the other way).
 """
 
-import math
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 # albumentations is not imported on this path (eva.data holds the shared rules)
-from eva.data import check_pad_mode, is_augmented, mean_fill
-from eva.data.loaders import normalize_batch, on_device
+from eva.data import check_standard_augment, mean_fill
+from eva.data.loaders import TensorBatches
 from eva.errors import EvaError
 
 
@@ -76,20 +76,43 @@ def _reflect_101(idx: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class BatchAugment:
-    """augment_steps() of eva/data/augment.py, on a whole uint8 (B, C, H, W) batch at once:
-    pad + random crop, horizontal flip, shift-scale-rotate, one square cutout hole."""
+    """eva/data/augment.py's `standard`, on a whole uint8 (B, C, H, W) batch at once:
+    pad + random crop, horizontal flip, shift-scale-rotate, one square cutout hole.
 
-    def __init__(self, aug, image_size: int, mean):
-        check_pad_mode(aug)
+    A batched augmentation builder (augment.batched): the same keyword arguments as the
+    albumentations builder it mirrors; `active` is False when it would change nothing.
+    """
+
+    check = staticmethod(check_standard_augment)  # run by eva/config/validate.py
+
+    def __init__(
+        self,
+        image_size: int,
+        mean: list[float],
+        hflip_p: float = 0.0,
+        affine_p: float = 0.0,
+        shift: float = 0.0625,
+        scale: float = 0.1,
+        rotate: float = 15.0,
+        pad: int = 0,
+        pad_mode: Literal["reflect", "constant"] = "reflect",
+        cutout_size: int = 0,
+        cutout_p: float = 0.5,
+    ):
+        check_standard_augment(image_size, hflip_p, affine_p, shift, scale, rotate, pad,
+                               pad_mode, cutout_size, cutout_p)  # fmt: skip
         self.size = image_size
-        self.pad, self.reflect = int(aug.pad), aug.pad_mode == "reflect"
-        self.hflip_p = float(aug.hflip_p)
-        self.affine_p = float(aug.affine_p)
-        self.shift, self.scale, self.rotate = float(aug.shift), float(aug.scale), float(aug.rotate)
-        # CoarseDropout clips a hole larger than the image to the image.
-        self.cutout = min(int(aug.cutout_size), image_size)
-        self.cutout_p = float(aug.cutout_p)
+        self.pad, self.reflect = int(pad), pad_mode == "reflect"
+        self.hflip_p = float(hflip_p)
+        self.affine_p = float(affine_p)
+        self.shift, self.scale, self.rotate = float(shift), float(scale), float(rotate)
+        self.cutout = int(cutout_size)
+        self.cutout_p = float(cutout_p)
         self.fill = torch.tensor(mean_fill(list(mean)), dtype=torch.uint8)
+
+    @property
+    def active(self) -> bool:
+        return self.pad > 0 or self.hflip_p > 0 or self.affine_p > 0 or self.cutout > 0
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         b, c, h, w = images.shape
@@ -175,18 +198,16 @@ class BatchAugment:
         out.view(b, c, h * w).index_put_(index, fill.view(1, c, 1))
 
 
-def build_batch_augment(aug, image_size: int, mean) -> BatchAugment | None:
-    """The batched augmentation; None when augment_steps() would be empty (augment=none)."""
-    return BatchAugment(aug, image_size, mean) if is_augmented(aug) else None
-
-
-class DeviceBatches:
-    """Shuffled training batches of (normalized float images, labels), all on `device`.
+class DeviceBatches(TensorBatches):
+    """Shuffled training batches of (normalized float images, labels), all on `device`,
+    each augmented there by `augment`.
 
     The images stay there as uint8 (CIFAR-10's 50,000 are 150 MB): a batch is an index into
-    them, its augmentation runs there too. Order and augmentation follow SeededBatches'
-    scheme: per epoch one permutation and one seed per batch from `generator`, so the
-    generator's state at an epoch boundary decides everything after it (what resume saves).
+    them. Order and augmentation are epoch_plan()'s, as SeededBatches' are: per epoch one
+    permutation and one seed per batch from `generator`. TensorBatches, with the argument
+    order eva/data/__init__.py calls it with. augment=None (eva builds TensorBatches then)
+    draws no seeds: from the second epoch on, another order than before epoch_plan, when
+    unused seeds were drawn; with an augmentation every batch is as it was.
     """
 
     def __init__(
@@ -200,23 +221,4 @@ class DeviceBatches:
         augment: BatchAugment | None,
         generator: torch.Generator,
     ):
-        device = torch.device(device)
-        self.images, self.labels, self.mean, self.std = on_device(images, labels, mean, std, device)
-        self.batch_size, self.device, self.augment = batch_size, device, augment
-        self.generator = generator
-        self.order = generator  # what a checkpoint saves to resume the data where it was
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.labels) / self.batch_size)  # the last batch may be short
-
-    def __iter__(self):
-        n, size = len(self.labels), self.batch_size
-        order = torch.randperm(n, generator=self.generator)
-        seeds = torch.randint(0, 2**62, (len(self),), generator=self.generator).tolist()
-        order = order.to(self.device)
-        for b, seed in enumerate(seeds):
-            idx = order[b * size : (b + 1) * size]
-            images = self.images.index_select(0, idx)  # much faster than images[idx]
-            if self.augment is not None:
-                images = self.augment(images, torch.Generator().manual_seed(seed))
-            yield normalize_batch(images, self.mean, self.std), self.labels.index_select(0, idx)
+        super().__init__(images, labels, mean, std, batch_size, True, generator, device, augment)

@@ -1,4 +1,14 @@
-"""Raw datasets as uint8 arrays: images (N, H, W, C) and labels (N,).
+"""Dataset builders: the functions conf/dataset/*.yaml name with `_target_`.
+
+The contract of a builder (eva's and a user's alike):
+    builder(train: bool, **keyword arguments) -> ImageSet
+returns the whole training split (train=True) or the whole test split (train=False) as
+uint8 images (N, H, W, C), int64 labels (N,) in [0, num_classes) and the class names.
+eva passes `train` and, when the signature names them, `root` (dataset.root as an absolute
+path), `download`, `num_classes`, `in_channels` and `image_size`; the YAML's other keys
+are the builder's own arguments. eva then checks the shape against the config and applies
+dataset.val_size (held out of the training split first), train_subset and test_subset
+itself (eva/data/__init__.py), so a builder never subsets.
 
 Keeping the raw uint8 pixels (not PIL images, not pre-normalized floats) lets the same arrays
 feed albumentations, the batched tensor path and the report plots.
@@ -43,30 +53,18 @@ def _why(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def data_root(cfg) -> Path:
-    """dataset.root as an absolute path (relative paths start at the launch directory)."""
-    return Path(cfg.root).expanduser().absolute()
-
-
-def load_split(cfg, train: bool) -> ImageSet:
-    """The training or test split of the dataset named by cfg.name."""
-    loaders = {"cifar10": _cifar10, "fashion_mnist": _fashion_mnist, "synthetic": _synthetic}
-    if cfg.name not in loaders:
-        raise EvaError(f"dataset.name={cfg.name!r} is not known (known: {', '.join(loaders)})")
-    return loaders[cfg.name](cfg, train)
-
-
-def _cifar10(cfg, train: bool) -> ImageSet:
+def cifar10(train: bool, root: Path, download: bool = True) -> ImageSet:
+    """torchvision's CIFAR-10 in <root>/cifar-10-batches-py, downloaded when missing."""
     from torchvision.datasets import CIFAR10
 
-    root = data_root(cfg)
+    root = Path(root)
     folder = root / "cifar-10-batches-py"
     try:
         ds = CIFAR10(root, train=train, download=False)
     except RuntimeError:  # missing, or a file fails its md5 check
         there = folder.is_dir() and any(folder.iterdir())
         state = "is corrupt or incomplete (md5 check failed)" if there else "is not there"
-        if not cfg.download:
+        if not download:
             raise EvaError(f"CIFAR-10 in {folder} {state} and dataset.download=false") from None
         try:
             ds = CIFAR10(root, train=train, download=True)
@@ -117,10 +115,10 @@ FASHION_MNIST_CLASSES = [
 ]  # fmt: skip
 
 
-def _fashion_mnist(cfg, train: bool) -> ImageSet:
+def fashion_mnist(train: bool, root: Path, download: bool = True) -> ImageSet:
     """The Debian package's files, unpacked once under <root>/FashionMNIST/raw (torchvision's
     layout); with none of them, torchvision downloads the dataset when download=true."""
-    root = data_root(cfg)
+    root = Path(root)
     raw = root / "FashionMNIST" / "raw"
     have = all((raw / f).exists() for f in FASHION_MNIST_FILES)
     debian = all((DEBIAN_FASHION_MNIST / f"{f}.gz").exists() for f in FASHION_MNIST_FILES)
@@ -130,7 +128,7 @@ def _fashion_mnist(cfg, train: bool) -> ImageSet:
         elif not have:
             from torchvision.datasets import FashionMNIST
 
-            FashionMNIST(root, train=train, download=cfg.download)  # fails without the files
+            FashionMNIST(root, train=train, download=download)  # fails without the files
         prefix = "train" if train else "t10k"
         images = read_idx(raw / f"{prefix}-images-idx3-ubyte")
         labels = read_idx(raw / f"{prefix}-labels-idx1-ubyte")
@@ -147,14 +145,23 @@ def _fashion_mnist(cfg, train: bool) -> ImageSet:
     return ImageSet(images[..., None].copy(), labels.astype(np.int64), FASHION_MNIST_CLASSES)
 
 
-def _synthetic(cfg, train: bool) -> ImageSet:
+def synthetic(
+    train: bool,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    train_size: int = 512,
+    test_size: int = 256,
+) -> ImageSet:
     """Noise plus a faint fixed pattern per class: learnable, but not in one step."""
-    shape = (cfg.image_size, cfg.image_size, cfg.in_channels)
-    templates = np.random.default_rng(0).uniform(0, 255, (cfg.num_classes, *shape))
+    if train_size < 1 or test_size < 1:
+        raise ValueError(f"train_size={train_size}, test_size={test_size}: must be positive")
+    shape = (image_size, image_size, in_channels)
+    templates = np.random.default_rng(0).uniform(0, 255, (num_classes, *shape))
     rng = np.random.default_rng(1 if train else 2)
-    n = cfg.train_size if train else cfg.test_size
-    labels = rng.integers(0, cfg.num_classes, n)
+    n = train_size if train else test_size
+    labels = rng.integers(0, num_classes, n)
     noise = rng.uniform(0, 255, (n, *shape))
     images = (0.3 * templates[labels] + 0.7 * noise).clip(0, 255).astype(np.uint8)
-    classes = [f"class{i}" for i in range(cfg.num_classes)]
+    classes = [f"class{i}" for i in range(num_classes)]
     return ImageSet(images, labels.astype(np.int64), classes)

@@ -1,6 +1,10 @@
 """Batches for the loop: a DataLoader over albumentations for augmented training, and a
-plain tensor batcher (no per-image work at all) for evaluation and un-augmented training.
+tensor batcher (no per-image work at all) for evaluation, un-augmented training and, with
+eva/data/batched.py's batch augmentation, augment.backend=torch. Every shuffled epoch is
+one epoch_plan().
 """
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -25,11 +29,46 @@ def on_device(images: np.ndarray, labels: np.ndarray, mean, std, device=None) ->
     return chw, ys, stat(mean), stat(std)
 
 
-class TensorBatches:
-    """Iterates (normalized images, labels) batches over uint8 tensors held in memory.
+def batch_count(n: int, batch_size: int) -> int:
+    return -(-n // batch_size)  # ceil: the last batch may be short
 
-    Evaluation uses it with shuffle=False (fixed order, every sample once); un-augmented
-    training with shuffle=True and a seeded generator.
+
+def epoch_plan(
+    n: int,
+    batch_size: int,
+    generator: torch.Generator | None,
+    seeded: bool = True,
+    device: torch.device | None = None,
+) -> list[tuple[torch.Tensor, int | None]]:
+    """One shuffled epoch as (indices, seed) batches: the one scheme every training batcher
+    follows, so that the generator's state at an epoch boundary decides everything random
+    about the data after it (what a resumable checkpoint saves as "the data order").
+
+    From `generator`: a permutation of range(n), then, when `seeded`, one seed per batch for
+    its augmentation (None without). The indices are views of the permutation, moved to
+    `device` (None: left on the CPU) in one copy.
+    """
+    order = torch.randperm(n, generator=generator)
+    count = batch_count(n, batch_size)
+    if seeded:
+        seeds = torch.randint(0, 2**62, (count,), generator=generator).tolist()
+    else:  # nothing to seed: the generator moves by the permutation alone
+        seeds = [None] * count
+    if device is not None:
+        order = order.to(device)
+    return list(zip(order.split(batch_size), seeds, strict=True))
+
+
+class TensorBatches:
+    """Iterates (normalized images, labels) batches over uint8 tensors held in memory, on
+    `device` (moved there once, here; None: the CPU), with an optional batch augmentation.
+
+    Evaluation uses it with shuffle=False (the stored order, every sample once, nothing
+    drawn); training with shuffle=True and a seeded generator, whose draws follow
+    epoch_plan(). augment(images, generator) takes a uint8 (B, C, H, W) batch and a fresh
+    generator seeded with its batch's seed (eva.data.batched.BatchAugment; DeviceBatches).
+    Without it no seeds are drawn: un-augmented training takes one permutation an epoch
+    from its generator, as it always has.
     """
 
     def __init__(
@@ -42,26 +81,29 @@ class TensorBatches:
         shuffle: bool = False,
         generator: torch.Generator | None = None,
         device: torch.device | None = None,
+        augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     ):
-        # device: where the batches are made and land (moved there once, here); None = CPU.
+        if augment is not None and not shuffle:
+            raise ValueError("TensorBatches: augment needs shuffle=True (seeds per batch)")
         self.images, self.labels, self.mean, self.std = on_device(images, labels, mean, std, device)
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.generator = generator
-        self.order = generator  # None when not shuffled; see SeededBatches
+        self.device = self.images.device
+        self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
+        self.order = generator  # None when not shuffled: what a checkpoint saves, if any
 
     def __len__(self) -> int:
-        return -(-len(self.labels) // self.batch_size)  # ceil: the last batch may be short
+        return batch_count(len(self.labels), self.batch_size)
 
     def __iter__(self):
-        n = len(self.labels)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else None
-        for start in range(0, n, self.batch_size):
-            if order is None:
-                idx = slice(start, start + self.batch_size)
-            else:
-                idx = order[start : start + self.batch_size]
-            yield normalize_batch(self.images[idx], self.mean, self.std), self.labels[idx]
+        n, size = len(self.labels), self.batch_size
+        if self.shuffle:
+            plan = epoch_plan(n, size, self.order, self.augment is not None, self.device)
+        else:
+            plan = [(idx, None) for idx in torch.arange(n, device=self.device).split(size)]
+        for idx, seed in plan:
+            images = self.images.index_select(0, idx)  # much faster than images[idx]
+            if self.augment is not None:
+                images = self.augment(images, torch.Generator().manual_seed(seed))
+            yield normalize_batch(images, self.mean, self.std), self.labels.index_select(0, idx)
 
 
 class AugmentedImages(Dataset):
@@ -92,22 +134,18 @@ class AugmentedImages(Dataset):
 class SeededBatches(Sampler):
     """Shuffled batches of (index, batch seed) keys, drawn from one torch.Generator.
 
-    Each epoch takes a permutation and one seed per batch from the generator: its state
-    at an epoch boundary decides everything random about the data of the epochs after it.
-    That state is what a resumable checkpoint saves as "the data order".
+    Each epoch is epoch_plan(): a permutation, then one seed per batch, from the generator.
     """
 
     def __init__(self, n: int, batch_size: int, generator: torch.Generator):
         self.n, self.batch_size, self.generator = n, batch_size, generator
 
     def __len__(self) -> int:
-        return -(-self.n // self.batch_size)
+        return batch_count(self.n, self.batch_size)
 
     def __iter__(self):
-        order = torch.randperm(self.n, generator=self.generator).tolist()
-        seeds = torch.randint(0, 2**62, (len(self),), generator=self.generator).tolist()
-        for b, seed in enumerate(seeds):
-            yield [(i, seed) for i in order[b * self.batch_size : (b + 1) * self.batch_size]]
+        for idx, seed in epoch_plan(self.n, self.batch_size, self.generator):
+            yield [(i, seed) for i in idx.tolist()]
 
 
 def augmented_loader(

@@ -3,20 +3,24 @@
 Loss and accuracy are summed on the device and read back only when the progress bar is
 redrawn (every 10 steps) or the loss is checked (every 50), so the loop does not wait on the
 GPU every step. benchmarks/overhead.py measures it against a bare hand-written loop.
+
+The evaluation pass serves both training (loss and accuracy after every epoch) and the
+reports (keep_predictions: per-sample predictions from the same pass, eva/report/).
 """
 
 import math
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from eva.cli.startup import resume_gc
 from eva.engine.precision import Precision, memory_format
 from eva.errors import EvaError
-from eva.startup import resume_gc
 
 FP32 = Precision("fp32", "cpu")  # no autocast, no scaler
 
@@ -118,27 +122,85 @@ def train_one_epoch(
     )
 
 
+@dataclass
+class Evaluation:
+    """A model's loss and accuracy on a fixed split; unpacks as `loss, acc = evaluate(...)`."""
+
+    loss: float  # mean cross-entropy over the samples (nats)
+    acc: float  # fraction of samples predicted correctly, in [0, 1]
+
+    def __iter__(self):
+        return iter((self.loss, self.acc))
+
+
+@dataclass
+class Predictions(Evaluation):
+    """An Evaluation with the model's verdict on every sample, in the batches' order."""
+
+    labels: np.ndarray  # int64 (N,): true class index
+    preds: np.ndarray  # int64 (N,): argmax of the logits
+    confidence: np.ndarray  # float32 (N,): softmax probability of the predicted class
+
+    @property
+    def wrong(self) -> np.ndarray:
+        """Indices of the misclassified samples, most confident mistakes first.
+
+        A stable sort keeps ties in sample order, so the same predictions always pick the same
+        images for the report.
+        """
+        idx = np.flatnonzero(self.preds != self.labels)
+        order = np.argsort(-self.confidence[idx], kind="stable")
+        return idx[order]
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
     batches,
-    device: torch.device,
+    device: torch.device | str,
     precision: Precision = FP32,
     channels_last: bool = False,
-) -> tuple[float, float]:
-    """(mean cross-entropy over samples, accuracy) on a fixed, unshuffled split."""
+    keep_predictions: bool = False,
+) -> Evaluation:
+    """Mean cross-entropy and accuracy on a fixed, unshuffled split, in eval mode.
+
+    With keep_predictions the result is a Predictions (labels, argmax, confidence per sample)
+    from the same pass: the reports need no second one. They stay on the device until the
+    end, then come to the host in one copy each; without keep_predictions nothing per sample
+    is kept, and only the two sums are read back.
+    """
     resume_gc()
     model.eval()
+    device = torch.device(device)
+    non_blocking = device.type == "cuda"
     layout = memory_format(channels_last)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    for images, labels in batches:
-        images = images.to(device, non_blocking=device.type == "cuda", memory_format=layout)
-        labels = labels.to(device, non_blocking=device.type == "cuda")
+    labels, preds, confidence = [], [], []
+    for images, targets in batches:
+        images = images.to(device, non_blocking=non_blocking, memory_format=layout)
+        targets = targets.to(device, non_blocking=non_blocking)
         with precision.autocast():
             logits = model(images)
-        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
-        correct += (logits.argmax(1) == labels).sum()
-        seen += labels.shape[0]
-    return loss_sum.item() / seen, correct.item() / seen
+        logits = logits.float()  # exact for fp16/bf16 logits: the argmax does not change
+        loss_sum += F.cross_entropy(logits, targets, reduction="sum")
+        cls = logits.argmax(1)
+        correct += (cls == targets).sum()
+        seen += targets.shape[0]
+        if keep_predictions:
+            labels.append(targets)
+            preds.append(cls)
+            confidence.append(torch.softmax(logits, dim=1).gather(1, cls[:, None])[:, 0])
+    if not seen:
+        raise ValueError("evaluate: the evaluation batches were empty")
+    loss, acc = loss_sum.item() / seen, correct.item() / seen
+    if not keep_predictions:
+        return Evaluation(loss=loss, acc=acc)
+    return Predictions(
+        loss=loss,
+        acc=acc,
+        labels=torch.cat(labels).cpu().numpy().astype(np.int64),
+        preds=torch.cat(preds).cpu().numpy().astype(np.int64),
+        confidence=torch.cat(confidence).cpu().numpy().astype(np.float32),
+    )

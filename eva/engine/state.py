@@ -113,3 +113,29 @@ def restore(state: dict, *, model, optimizer, schedule, scaler, order) -> Progre
         lrs=list(state["lrs"]),
         finished=state["finished"],
     )
+
+
+def improves(row: dict, best: dict, selected_on: str) -> bool:
+    """The best-checkpoint rule: a strictly higher accuracy on the selection split (val,
+    else test) than the best epoch so far; on a tie the earlier epoch stays best."""
+    return not best or row[f"{selected_on}_acc"] > best[f"{selected_on}_acc"]
+
+
+def epoch_metrics(row: dict, best: dict) -> dict[str, float]:
+    """One epoch's MLflow batch: its row, and the best epoch's accuracies so far."""
+    metrics = {k: v for k, v in row.items() if k != "epoch"}
+    metrics["best_test_acc"] = best["test_acc"]
+    if "val_acc" in best:
+        metrics["best_val_acc"] = best["val_acc"]
+    return metrics
+
+
+def best_checkpoint_fits(path: Path, best: dict) -> bool:
+    """Does best.pt hold the epoch last.pt calls best? Not after a kill between the two
+    writes of an improving epoch (last.pt is written first)."""
+    if not path.is_file():
+        return False
+    try:
+        return load_checkpoint(path).get("epoch") == best.get("epoch")
+    except Exception:  # a torn or foreign file: rewrite it
+        return False

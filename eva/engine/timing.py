@@ -24,3 +24,18 @@ def launched_at() -> float | None:
     """The process start as a time.perf_counter() reading (None: unknown)."""
     since = seconds_since_launch()
     return None if since is None else time.perf_counter() - since
+
+
+_first_job_started = False
+
+
+def job_started_at() -> float | None:
+    """When the calling job started, as a time.perf_counter() reading: the process launch
+    for the first job of a process (interpreter start-up and imports are its start-up
+    too), the moment of the call for every later one (a sweep's next job in the same
+    process starts then, not when the process did)."""
+    global _first_job_started
+    if not _first_job_started:
+        _first_job_started = True
+        return launched_at()
+    return time.perf_counter()

@@ -23,6 +23,8 @@ class Session6Net(nn.Module):
         dropout: float = 0.05,
     ):
         super().__init__()
+        if len(channels) != 4:
+            raise ValueError(f"channels={list(channels)}: expected 4 values (blocks C1..C4)")
         c1, c2, c3, c4 = channels
         d = dropout
         self.c1 = nn.Sequential(

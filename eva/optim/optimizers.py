@@ -1,29 +1,34 @@
-"""SGD, Adam and AdamW. L2 regularization is the optimizer's weight_decay."""
+"""The optimizer of a run: conf/optimizer/*.yaml names a torch.optim class (or a user's)
+with `_target_`; eva passes the parameters and the starting LR, the YAML the rest.
+
+Parameter groups: with `optimizer.decay_norm_and_bias=false`, norm weights and biases
+(every parameter of fewer than two dimensions) get no weight decay, the rule the L1
+penalty follows too (eva/optim/regularization.py): shrinking a BatchNorm scale or a bias
+removes no feature, it only fights the normalization. The default stays true, every
+parameter decayed, because that is torch's default and what the course recipes and their
+reported results use.
+"""
 
 import torch
 from torch import nn
 
-from eva.errors import EvaError
+from eva.config import options
+from eva.config.validate import eva_keys
 
 
-def initial_lr(cfg) -> float:
-    """The LR the optimizer is created with: the one-cycle start, or optimizer.lr."""
-    s = cfg.scheduler
-    if s.name == "onecycle":
-        return s.max_lr / s.div_factor
-    return cfg.optimizer.lr
+def parameter_groups(model: nn.Module, decay_norm_and_bias: bool, weight_decay: float) -> list:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if decay_norm_and_bias or not weight_decay:
+        return [{"params": params}]
+    decayed = [p for p in params if p.ndim >= 2]
+    exempt = [p for p in params if p.ndim < 2]
+    return [{"params": decayed}, {"params": exempt, "weight_decay": 0.0}]
 
 
 def build_optimizer(cfg, model: nn.Module, lr: float | None = None) -> torch.optim.Optimizer:
-    """The configured optimizer; `lr` replaces the starting LR (the LR range test's)."""
+    """The configured optimizer; `lr` replaces optimizer.lr as the starting LR (the LR
+    range test's). A schedule then sets the LR of every step (one-cycle from its start)."""
     o = cfg.optimizer
-    params, lr = model.parameters(), initial_lr(cfg) if lr is None else lr
-    if o.name == "sgd":
-        return torch.optim.SGD(
-            params, lr=lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay
-        )
-    if o.name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
-    if o.name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
-    raise EvaError(f"optimizer.name={o.name!r} is not known (known: sgd, adam, adamw)")
+    groups = parameter_groups(model, o.decay_norm_and_bias, o.get("weight_decay", 0.0))
+    provided = {"params": groups, "lr": o.lr if lr is None else lr}
+    return options.build("optimizer", o, eva_keys("optimizer"), provided)

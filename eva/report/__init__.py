@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from eva.data.loaders import normalize_batch
+from eva.engine.loop import Predictions, evaluate
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +61,28 @@ def make_reports(
     output_dir: Path,
     history: list[dict] | None = None,
     lrs: list[float] | None = None,
+    predictions: Predictions | None = None,
 ) -> Reports:
     """All reports for `model` (already holding the weights to report on).
 
     history and lrs (per-epoch rows, per-step LRs) come from training; mode=test has
     neither and skips the curves, the LR schedule and the augmented samples.
+
+    predictions: what `evaluate(model, data.test, device, keep_predictions=True)` returned
+    for this model, so a caller that has just evaluated it (mode=test) does not pay for a
+    second pass over the test split; without them the reports make that pass themselves.
     """
+    if predictions is not None:  # a caller's mistake, not a report's: raised, not recorded
+        if not isinstance(predictions, Predictions):
+            raise TypeError(
+                "make_reports(predictions=...) takes evaluate(..., keep_predictions=True)'s "
+                f"result, not a {type(predictions).__name__}"
+            )
+        if len(predictions.labels) != len(data.test_set.images):
+            raise ValueError(
+                f"make_reports: {len(predictions.labels)} predictions for the "
+                f"{len(data.test_set.images)} images of the test split"
+            )
     from eva.report.figures import (
         plot_confusion_matrix,
         plot_curves,
@@ -77,7 +94,6 @@ def make_reports(
         confusion_matrix,
         metric_key,
         per_class_metrics,
-        predict,
     )
 
     rc, classes = cfg.report, list(data.classes)
@@ -101,12 +117,14 @@ def make_reports(
         with out.making("augmented_samples"):
             out.files["augmented_samples"] = augmented_samples(cfg, data, plots, what)
 
-    with out.making("predictions"):
-        predictions = predict(model, data.test, device)
-    if "predictions" in out.errors:
-        return out
+    if predictions is None:
+        with out.making("predictions"):
+            predictions = evaluate(model, data.test, device, keep_predictions=True)
+        if "predictions" in out.errors:
+            return out
     n = len(predictions.labels)
-    cm = confusion_matrix(predictions.labels, predictions.preds, len(classes))
+    y, yhat = predictions.labels, predictions.preds
+    cm = confusion_matrix(y, yhat, len(classes))
     split = f"test split (n={n}, acc {predictions.acc:.4f})"
 
     with out.making("confusion_matrix"):
@@ -115,10 +133,10 @@ def make_reports(
             dpi=rc.dpi,
         )  # fmt: skip
     with out.making("classification_report"):
-        out.per_class = per_class_metrics(cm, classes)
+        out.per_class = per_class_metrics(y, yhat, classes)
         texts.mkdir(parents=True, exist_ok=True)
         path = texts / "classification_report.txt"
-        path.write_text(f"{what}, {split}\n\n{classification_report(cm, classes)}\n")
+        path.write_text(f"{what}, {split}\n\n{classification_report(y, yhat, classes)}\n")
         out.files["classification_report"] = path
         for name, row in out.per_class.items():
             for stat in ("precision", "recall", "f1"):

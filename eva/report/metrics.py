@@ -1,78 +1,18 @@
-"""Predictions of a trained model on a fixed evaluation set, and the numbers derived from them.
+"""Numbers derived from a model's predictions (eva.engine.loop.Predictions), by scikit-learn.
 
-Everything after `predict` works on plain numpy arrays, so the confusion matrix, per-class
-metrics and the text report can be computed (and tested) without a model.
+Everything here works on plain numpy arrays of class indices, so the confusion matrix,
+per-class metrics and the text report can be computed (and tested) without a model. eva
+checks the inputs first, so a mistake reads as one clear error rather than deep in sklearn.
 """
 
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch import Tensor, nn
+from sklearn import metrics
 
 
-@dataclass
-class Predictions:
-    """One model's verdict on every evaluation sample, in the batcher's order."""
-
-    labels: np.ndarray  # int64 (N,): true class index
-    preds: np.ndarray  # int64 (N,): argmax of the logits
-    confidence: np.ndarray  # float32 (N,): softmax probability of the predicted class
-    loss: float  # mean cross-entropy over the N samples (nats)
-    acc: float  # fraction of samples predicted correctly, in [0, 1]
-
-    @property
-    def wrong(self) -> np.ndarray:
-        """Indices of the misclassified samples, most confident mistakes first.
-
-        A stable sort keeps ties in sample order, so the same predictions always pick the same
-        images for the report.
-        """
-        idx = np.flatnonzero(self.preds != self.labels)
-        order = np.argsort(-self.confidence[idx], kind="stable")
-        return idx[order]
-
-
-def predict(
-    model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], device: torch.device | str
-) -> Predictions:
-    """Run the model over (normalized images, int64 labels) batches in eval mode, no gradients.
-
-    Results stay on the device until the end: one transfer to the host instead of one per
-    batch (each .cpu() on a GPU is a synchronisation point).
-    """
-    model.eval()
-    labels, preds, conf = [], [], []
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # summed nats
-    with torch.no_grad():
-        for images, targets in batches:
-            images = images.to(device, non_blocking=True)
-            targets = targets.to(device, non_blocking=True)
-            logits = model(images).float()
-            loss_sum += nn.functional.cross_entropy(logits, targets, reduction="sum")
-            p, cls = torch.softmax(logits, dim=1).max(dim=1)
-            labels.append(targets)
-            preds.append(cls)
-            conf.append(p)
-    if not labels:
-        raise ValueError("predict: the evaluation batches were empty")
-    y = torch.cat(labels).cpu().numpy().astype(np.int64)
-    yhat = torch.cat(preds).cpu().numpy().astype(np.int64)
-    confidence = torch.cat(conf).cpu().numpy().astype(np.float32)
-    n = len(y)
-    return Predictions(
-        labels=y,
-        preds=yhat,
-        confidence=confidence,
-        loss=float(loss_sum.item()) / n,
-        acc=float((y == yhat).mean()),
-    )
-
-
-def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
-    """int64 (C, C) counts: row = true class, column = predicted class."""
+def _checked(labels, preds, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """labels and preds as int64 arrays of one shape, every value in [0, num_classes)."""
     labels = np.asarray(labels, dtype=np.int64)
     preds = np.asarray(preds, dtype=np.int64)
     if labels.shape != preds.shape:
@@ -80,37 +20,25 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) ->
     for name, v in (("labels", labels), ("preds", preds)):
         if v.size and (v.min() < 0 or v.max() >= num_classes):
             raise ValueError(f"{name} outside [0, {num_classes}): {v.min()}..{v.max()}")
-    # Each (true, pred) pair gets one flat bin; bincount counts them all in one pass.
-    flat = np.bincount(labels * num_classes + preds, minlength=num_classes * num_classes)
-    return flat.reshape(num_classes, num_classes).astype(np.int64)
+    return labels, preds
 
 
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den elementwise, 0.0 where den == 0 (a class never predicted or never present)."""
-    num = np.asarray(num, dtype=np.float64)
-    den = np.asarray(den, dtype=np.float64)
-    out = np.zeros_like(num)
-    np.divide(num, den, out=out, where=den != 0)  # no division happens where den == 0
-    return out
+def confusion_matrix(labels, preds, num_classes: int) -> np.ndarray:
+    """int64 (C, C) counts: row = true class, column = predicted class."""
+    labels, preds = _checked(labels, preds, num_classes)
+    cm = metrics.confusion_matrix(labels, preds, labels=range(num_classes))
+    return cm.astype(np.int64)
 
 
-def _scores(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per-class precision, recall, f1 (float64) and support (int64) from a confusion matrix."""
-    cm = np.asarray(cm, dtype=np.int64)
-    tp = np.diag(cm)
-    support = cm.sum(axis=1)  # samples whose true class is c
-    predicted = cm.sum(axis=0)  # samples predicted as c
-    precision = _ratio(tp, predicted)
-    recall = _ratio(tp, support)
-    f1 = _ratio(2 * precision * recall, precision + recall)
-    return precision, recall, f1, support
+def per_class_metrics(labels, preds, classes: list[str]) -> dict[str, dict[str, float]]:
+    """{class name: {precision, recall, f1, support}}; recall is the per-class accuracy.
 
-
-def per_class_metrics(cm: np.ndarray, classes: list[str]) -> dict[str, dict[str, float]]:
-    """{class name: {precision, recall, f1, support}}; recall is the per-class accuracy."""
-    if len(classes) != len(cm):
-        raise ValueError(f"{len(classes)} class names for a {len(cm)}x{len(cm)} matrix")
-    precision, recall, f1, support = _scores(cm)
+    A class never predicted (or never present) scores 0.0 where its ratio is undefined.
+    """
+    labels, preds = _checked(labels, preds, len(classes))
+    precision, recall, f1, support = metrics.precision_recall_fscore_support(
+        labels, preds, labels=range(len(classes)), zero_division=0
+    )
     return {
         name: {
             "precision": float(precision[i]),
@@ -122,32 +50,17 @@ def per_class_metrics(cm: np.ndarray, classes: list[str]) -> dict[str, dict[str,
     }
 
 
-def classification_report(cm: np.ndarray, classes: list[str]) -> str:
-    """A plain-text table in the layout of scikit-learn's classification_report (4 decimals).
-
-    The averages follow scikit-learn: macro = plain mean over classes, weighted = mean
-    weighted by support; accuracy = trace / total.
-    """
-    precision, recall, f1, support = _scores(cm)
-    total = int(support.sum())
-    accuracy = float(np.trace(cm)) / total if total else 0.0
-    w = _ratio(support, total) if total else np.zeros(len(support))
-    width = max([len(c) for c in classes] + [len("weighted avg")])
-    head = ["precision", "recall", "f1-score", "support"]
-    lines = [" " * width + " " + "".join(f"{h:>10}" for h in head), ""]
-
-    def row(name: str, p: float, r: float, f: float, s: int) -> str:
-        return f"{name:>{width}} {p:>10.4f}{r:>10.4f}{f:>10.4f}{s:>10d}"
-
-    for i, name in enumerate(classes):
-        lines.append(row(name, precision[i], recall[i], f1[i], int(support[i])))
-    lines.append("")
-    lines.append(f"{'accuracy':>{width}} {'':>10}{'':>10}{accuracy:>10.4f}{total:>10d}")
-    lines.append(row("macro avg", precision.mean(), recall.mean(), f1.mean(), total))
-    lines.append(
-        row("weighted avg", (precision * w).sum(), (recall * w).sum(), (f1 * w).sum(), total)
+def classification_report(labels, preds, classes: list[str]) -> str:
+    """scikit-learn's plain-text classification report, 4 decimals, every class listed."""
+    labels, preds = _checked(labels, preds, len(classes))
+    return metrics.classification_report(
+        labels,
+        preds,
+        labels=range(len(classes)),
+        target_names=list(classes),
+        digits=4,
+        zero_division=0,
     )
-    return "\n".join(lines) + "\n"
 
 
 def metric_key(name: str) -> str:

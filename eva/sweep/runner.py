@@ -25,7 +25,14 @@ from pathlib import Path
 from eva.errors import EvaError
 from eva.sweep import study as studies
 from eva.sweep.sampling import Heartbeat, build_sampler, derived_seed
-from eva.sweep.space import grid, parse_space, trial_overrides
+from eva.sweep.space import (
+    describe,
+    grid,
+    parse_space,
+    probe_values,
+    probes,
+    trial_overrides,
+)
 from eva.sweep.stale import DeadTrials, stop_with_launcher
 from eva.sweep.trial import (
     SLOT_ENV,
@@ -93,6 +100,7 @@ class StudyRunner:
             if size < self.n_trials:
                 log.info("grid has %d points: n_trials %d -> %d", size, self.n_trials, size)
                 self.n_trials = size
+        self.check_composes()  # before the study and the MLflow parent run exist
         self.url = studies.resolve_storage(s.storage, self.config.tracking, self.launch_dir)
         ident = studies.identity(self.space, s.direction)
         name = s.study_name or studies.default_study_name(self.config.name, ident)
@@ -183,7 +191,7 @@ class StudyRunner:
             waiting_logged = False
             trials = self.ask(min(self.s.n_jobs, missing), heartbeat)
             batch = [self.job_overrides(t, i % parallel, parallel) for i, t in enumerate(trials)]
-            if launched == 0:
+            if launched == 0:  # values between the bounds check_composes() composed
                 self.check_composes(batch)
             returns = self.launcher.launch(batch, initial_job_idx=trials[0].number)
             for trial, ret in zip(trials, returns, strict=True):
@@ -250,15 +258,59 @@ class StudyRunner:
             f"hydra.sweep.subdir={trial.number}",  # job folders never clash across commands
         ]
 
-    def check_composes(self, batch) -> None:
-        """Fail the sweep at once, in one line, when trial overrides do not compose."""
+    def check_composes(self, batch=None) -> None:
+        """Fail the sweep at once, in one line, when trial overrides do not compose.
+
+        Without a batch (StudyRunner.open, before the study or any MLflow run exists):
+        every choice and both bounds of each range/interval of the search space, each in
+        one list with the other keys at their first value (eva.sweep.space.probes), so a
+        bad choice fails the command up front, not when a trial happens to draw it.
+        """
+        if batch is not None:
+            for overrides in batch:
+                if (reason := self._compose_error(overrides)) is not None:
+                    raise EvaError(f"the sweep's overrides do not compose: {reason}")
+            return
+        for key, value, overrides in probes(self.space):
+            reason = self._compose_error(overrides)
+            if reason is None:
+                continue
+            if key is None:  # the first values, which every other list shares
+                i, reason = self._culprit(overrides, reason)
+                key = (list(self.space.fixed) + list(self.space.distributions))[i]
+                if key not in self.space.distributions:  # a fixed line of the params
+                    reason = reason.removeprefix(f"{overrides[i]}: ")
+                    raise EvaError(
+                        f"the sweep's overrides do not compose: {overrides[i]}: {reason}"
+                    )
+                value = probe_values(self.space.distributions[key])[0]
+            (line,) = trial_overrides({key: value})
+            reason = reason.removeprefix(f"{line}: ")
+            raise EvaError(
+                f"the sweep's overrides do not compose: {line} (a value of {key}: "
+                f"{describe(self.space.distributions[key])}): {reason}"
+            )
+
+    def _compose_error(self, overrides: list[str]) -> str | None:
+        """None when the overrides compose into a job's config, else why not, in one line."""
         from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        from eva.cli.errors import one_line
 
         try:
-            self.validate_batch(batch)
-        except HydraException as e:
-            reason = str(e).strip().splitlines()[0]
-            raise EvaError(f"the sweep's overrides do not compose: {reason}") from None
+            self.validate_batch([overrides])
+        except (HydraException, OmegaConfBaseException) as e:
+            return one_line(e)
+        return None
+
+    def _culprit(self, overrides: list[str], reason: str) -> tuple[int, str]:
+        """(index, why) of the line of `overrides` (which do not compose, for `reason`)
+        after which a prefix of the list stops composing."""
+        for n in range(1, len(overrides)):
+            if (error := self._compose_error(overrides[:n])) is not None:
+                return n - 1, error
+        return len(overrides) - 1, reason
 
     def tell(self, trial, ret):
         import optuna

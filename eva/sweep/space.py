@@ -70,8 +70,12 @@ def to_distribution(override, line: str) -> BaseDistribution:
     from hydra.core.override_parser.types import IntervalSweep, RangeSweep, Transformer
 
     value = override.value()
+    if isinstance(value, RangeSweep):
+        _check_range(value, line)
     if override.is_choice_sweep() or (override.is_range_sweep() and value.shuffle):
         choices = list(override.sweep_iterator(transformer=Transformer.encode))
+        if not choices:
+            raise EvaError(f"{line!r}: the sweep has no values to choose from")
         for choice in choices:
             if not isinstance(choice, str | int | float | bool | type(None)):
                 raise EvaError(f"{line!r}: a choice must be a str, number, bool or null")
@@ -91,6 +95,16 @@ def to_distribution(override, line: str) -> BaseDistribution:
             return IntDistribution(int(value.start), int(value.end), log=log)
         return FloatDistribution(float(value.start), float(value.end), log=log)
     raise EvaError(f"{line!r}: this kind of sweep is not supported by the Optuna sweeper")
+
+
+def _check_range(value, line: str) -> None:
+    """range(low, high[, step]) counts up from low to high: Optuna has no other kind."""
+    low, high, step = value.start, value.stop, value.step
+    if low is None or high is None or step is None or low > high or step <= 0:
+        raise EvaError(
+            f"{line!r}: range(low, high[, step]) needs low <= high and a positive step, "
+            f"got low={low}, high={high}, step={step} (for a descending order: choice(...))"
+        )
 
 
 def _number(x) -> str:
@@ -141,3 +155,28 @@ def grid(space: SearchSpace) -> dict[str, list]:
                 "(use choice(...) or range(...))"
             )
     return values
+
+
+def probe_values(d: BaseDistribution) -> list:
+    """The values of a distribution checked before any trial: every choice, or both bounds."""
+    if isinstance(d, CategoricalDistribution):
+        return list(d.choices)
+    return [d.low] if d.low == d.high else [d.low, d.high]
+
+
+def probes(space: SearchSpace) -> list[tuple[str | None, object, list[str]]]:
+    """(key, value, overrides) lists that compose every value of probe_values() once.
+
+    The first list has every key at its first value (first choice, low bound) and key None;
+    each other list differs from it in one key's value, so a list that fails to compose
+    while the first one composes names the value at fault.
+    """
+    base = {key: probe_values(d)[0] for key, d in space.distributions.items()}
+    fixed = list(space.fixed.values())
+    lists: list[tuple[str | None, object, list[str]]] = [
+        (None, None, [*fixed, *trial_overrides(base)])
+    ]
+    for key, d in space.distributions.items():
+        for value in probe_values(d)[1:]:
+            lists.append((key, value, [*fixed, *trial_overrides({**base, key: value})]))
+    return lists

@@ -13,7 +13,15 @@ import logging
 from pathlib import Path
 
 from eva.errors import EvaError
-from eva.tracking.store import SQLITE, redact, resolve_uri, sqlite_path, store_lock
+from eva.tracking.store import (
+    SQLITE,
+    missing_driver,
+    redact,
+    resolve_uri,
+    sqlite_path,
+    store_lock,
+    with_driver,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +45,14 @@ def resolve_storage(storage: str | None, tracking_cfg, launch_dir: Path) -> str:
     """hydra.sweeper.storage, else sqlite optuna.db next to the MLflow store.
 
     Next to the MLflow sqlite file when there is one, else in the launch dir (an MLflow
-    server or tracking.enabled=false). Relative sqlite paths are taken from the launch dir.
+    server or tracking.enabled=false). Relative sqlite paths are taken from the launch dir;
+    postgresql:// means postgresql+psycopg2:// (eva.tracking.store.with_driver).
     """
     launch_dir = Path(launch_dir)
     if storage:
         if "://" not in storage and storage.endswith(".db"):
             storage = f"{SQLITE}{storage}"
+        storage = with_driver(storage)
         path = sqlite_path(storage)
         if path is not None and not path.is_absolute():
             return f"{SQLITE}{(launch_dir / path).resolve()}"
@@ -78,6 +88,7 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
     """Optuna's RDB storage; sqlite waits for a busy file instead of failing at once."""
     import optuna
 
+    url = with_driver(url)
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith(SQLITE) else {}
     try:
         return optuna.storages.RDBStorage(
@@ -87,7 +98,9 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
             grace_period=grace_period,
         )
     except Exception as e:  # driver missing, server down, bad URL: one line
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = missing_driver(e)  # Optuna's own message does not say which one
+        if reason is None:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise EvaError(f"hydra.sweeper.storage={redact(url)}: cannot open ({reason})") from None
 
 

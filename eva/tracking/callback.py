@@ -80,7 +80,7 @@ class MlflowSweepCallback(Callback):
         if not str(config.hydra.launcher.get("_target_", "")).endswith(".BasicLauncher"):
             # Jobs run in other processes (joblib): no loop will end this process's
             # start-up, and it lives as long as the sweep (eva/startup.py).
-            from eva.startup import resume_gc
+            from eva.cli.startup import resume_gc
 
             resume_gc()
         if config.get("resume"):
@@ -101,7 +101,7 @@ class MlflowSweepCallback(Callback):
         try:
             self._start_parent(config)
         except EvaError as e:
-            from eva.cli import full_errors
+            from eva.cli.errors import full_errors
 
             if full_errors():
                 log.exception("cannot start the sweep")

@@ -40,7 +40,7 @@ def model_requirements() -> list[str]:
 
 @dataclass
 class Launch:
-    """What the launcher knows that the config does not (eva.app fills it from Hydra)."""
+    """What the launcher knows that the config does not (eva.cli.job fills it from Hydra)."""
 
     launch_dir: Path = field(default_factory=Path.cwd)
     run_name: str | None = None  # a sweep job's "<num>: <its overrides>"
@@ -49,7 +49,8 @@ class Launch:
     trial: Any = None  # eva.sweep.trial.TrialLink of an Optuna sweep job: reports, may prune
     slot: int | None = None  # which of `slots` parallel jobs this is (device, CPU share)
     slots: int = 1
-    overrides: list[str] = field(default_factory=list)  # the command line's, for a resume hint
+    overrides: list[str] = field(default_factory=list)  # the command line's task overrides
+    started_at: float | None = None  # perf_counter() when the job started (its start-up time)
 
 
 class Recording:

@@ -18,6 +18,24 @@ from eva.errors import EvaError
 
 SQLITE = "sqlite:///"
 DEFAULT_DB = "mlflow.db"
+# SQLAlchemy 2.1 reads a plain postgresql:// URL as psycopg 3, which eva does not install;
+# psycopg2 (pyproject.toml) is the driver eva names for it. postgres:// is Heroku's spelling.
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+POSTGRES_DRIVER = "postgresql+psycopg2://"
+# The pip package that provides each database driver module SQLAlchemy may import.
+DRIVER_PACKAGES = {
+    "psycopg2": "psycopg2-binary",
+    "psycopg": "psycopg[binary]",
+    "asyncpg": "asyncpg",
+    "pg8000": "pg8000",
+    "MySQLdb": "mysqlclient",
+    "pymysql": "PyMySQL",
+    "mysql": "mysql-connector-python",
+    "oracledb": "oracledb",
+    "cx_Oracle": "cx_Oracle",
+    "pyodbc": "pyodbc",
+    "pymssql": "pymssql",
+}
 
 
 def resolve_uri(uri: str | None, launch_dir: Path) -> str:
@@ -29,11 +47,40 @@ def resolve_uri(uri: str | None, launch_dir: Path) -> str:
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"{SQLITE}{DEFAULT_DB}"
     if "://" not in uri and uri.endswith(".db"):  # a bare file name means a sqlite file
         uri = f"{SQLITE}{uri}"
+    uri = with_driver(uri)
     if uri.startswith(SQLITE):
         path = Path(uri[len(SQLITE) :])
         if not path.is_absolute():
             return f"{SQLITE}{(Path(launch_dir) / path).resolve()}"
     return uri
+
+
+def with_driver(url: str) -> str:
+    """A database URL that names its driver: postgresql:// and postgres:// become
+    postgresql+psycopg2:// (MLflow tracking URIs and Optuna storages alike)."""
+    for scheme in POSTGRES_SCHEMES:
+        if url[: len(scheme)].lower() == scheme:
+            return POSTGRES_DRIVER + url[len(scheme) :]
+    return url
+
+
+def missing_driver(e: BaseException) -> str | None:
+    """When e (or what caused it) is a database driver that is not installed: which module
+    is missing and the pip package that provides it, in one line; else None."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, ModuleNotFoundError) and e.name:
+            top = e.name.split(".")[0]
+            if top in DRIVER_PACKAGES:
+                hint = f"pip install '{DRIVER_PACKAGES[top]}'"
+            else:
+                hint = "install the package that provides it"
+            if top in ("psycopg", "asyncpg", "pg8000"):
+                hint += f", or use {POSTGRES_DRIVER}, which eva installs"
+            return f"the Python module {e.name!r} is not installed ({hint})"
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -120,8 +167,8 @@ def _get_or_create(uri: str, name: str, artifact_location: str | None) -> str:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient(uri)
     try:
+        client = MlflowClient(uri)  # a database store: SQLAlchemy imports its driver here
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
             try:
@@ -138,3 +185,8 @@ def _get_or_create(uri: str, name: str, artifact_location: str | None) -> str:
     except MlflowException as e:
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise EvaError(f"tracking.uri={redact(uri)}: {message}") from e
+    except ImportError as e:  # MLflow lets SQLAlchemy's import of the driver through
+        reason = missing_driver(e)
+        if reason is None:
+            raise
+        raise EvaError(f"tracking.uri={redact(uri)}: {reason}") from e

@@ -31,8 +31,8 @@ from multiprocessing.connection import Connection
 
 from omegaconf import OmegaConf
 
+from eva.cli.startup import pause_gc, resume_gc
 from eva.errors import EvaError
-from eva.startup import pause_gc, resume_gc
 from eva.tracking.run import Launch, Recording, Tracker
 from eva.tracking.store import check_reachable, redact, resolve_uri
 

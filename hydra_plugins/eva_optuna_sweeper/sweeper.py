@@ -25,7 +25,7 @@ class EvaOptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> Any:
-        from eva.cli import full_errors
+        from eva.cli.errors import full_errors
         from eva.errors import EvaError
         from eva.sweep.runner import StudyRunner
 

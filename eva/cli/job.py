@@ -1,0 +1,97 @@
+"""What `python -m eva` runs inside Hydra: the run dir, the MLflow context, clean errors.
+
+Data flows one way: Hydra composed the config; here its option names are fixed and the
+whole of it is validated (eva/config/validate.py), then the mode builds the run from it.
+"""
+
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+
+def launch_context(cfg: DictConfig, hydra_cfg):
+    """What the config alone does not say: launch dir, and in a sweep the parent run."""
+    from hydra.types import RunMode
+
+    from eva.tracking.callback import job_run_name, parent_from_env
+    from eva.tracking.run import Launch
+
+    launch = Launch(launch_dir=Path(hydra_cfg.runtime.cwd))
+    launch.overrides = list(hydra_cfg.overrides.task)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        from eva.sweep.trial import TrialLink, slot_from_env
+
+        parent = parent_from_env()
+        launch.trial = TrialLink.from_env(hydra_cfg.sweeper.get("pruner"))
+        launch.slot, launch.slots = slot_from_env()
+        # In an Optuna sweep the job is named by its trial number, unique in the study.
+        num = launch.trial.number if launch.trial else hydra_cfg.job.num
+        overrides = list(hydra_cfg.overrides.task)
+        fixed = parent["fixed_keys"] if parent else []
+        base = cfg.tracking.run_name or cfg.name
+        launch.run_name = job_run_name(base, num, overrides, fixed)
+        sweep_dir = launch.launch_dir / hydra_cfg.sweep.dir  # an absolute dir stays as it is
+        launch.tags = {"hydra_job_num": str(num), "sweep_dir": str(sweep_dir)}
+        launch.parent_run_id = parent["run_id"] if parent else None
+    return launch
+
+
+def run_mode(cfg: DictConfig, output_dir: Path, launch) -> dict:
+    """mode=train | test | lr_find -> the function that runs it (imported only when used)."""
+    if cfg.mode == "test":
+        from eva.modes.test import evaluate_checkpoint
+
+        return evaluate_checkpoint(cfg, output_dir, launch)
+    if cfg.mode == "lr_find":
+        from eva.modes.lr_range_test import find_lr
+
+        return find_lr(cfg, output_dir, launch)
+    from eva.modes.train import train  # validate() rejects any other mode
+
+    return train(cfg, output_dir, launch)
+
+
+def run_job(cfg: DictConfig) -> float | None:
+    """Hydra task function body. Returns the sweep objective (see eva.modes.train.train).
+
+    An EvaError fails this job only in a sweep; a single run prints it as one line.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from eva.cli.errors import full_errors, one_line
+    from eva.errors import EvaError
+
+    from eva.config.validate import fill_names, validate
+    from eva.engine.timing import job_started_at
+
+    started = job_started_at()
+    hydra_cfg = HydraConfig.get()
+    output_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        fill_names(cfg, dict(hydra_cfg.runtime.choices))
+        validate(cfg, list(hydra_cfg.overrides.task))
+        launch = launch_context(cfg, hydra_cfg)
+        launch.started_at = started
+        results = run_mode(cfg, output_dir, launch)
+        if results.get("pruned_at_epoch"):
+            import optuna
+
+            # The sweeper marks the trial PRUNED; the run itself finished cleanly.
+            raise optuna.TrialPruned(f"pruned at epoch {results['pruned_at_epoch']}")
+        return results.get("objective")  # None for mode=lr_find
+    except KeyboardInterrupt:
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise  # the sweep stops too; its parent run ends KILLED
+        killed = "MLflow run marked KILLED; " if cfg.tracking.enabled else ""
+        again = ""
+        if cfg.mode == "train":
+            again = f"; to continue: resume=true hydra.run.dir={output_dir}"
+        print(f"Interrupted: {killed}outputs so far in {output_dir}{again}", file=sys.stderr)
+        sys.exit(130)
+    except EvaError as e:
+        if hydra_cfg.mode == RunMode.MULTIRUN or full_errors():
+            raise  # the sweeper records it; HYDRA_FULL_ERROR=1 shows the traceback
+        print(f"Error: {one_line(e)}", file=sys.stderr)  # not Hydra's "Error executing job"
+        sys.exit(1)
