@@ -20,19 +20,16 @@ The JSON's "ratio" is B's images/s over A's for the first --augment (resnet by d
 import time
 
 import numpy as np
-from common import REPO, alternate, emit, machine, median, parser, set_threads, table
+from common import alternate, emit, machine, median, parser, set_threads, table
 
 SIZE = 32
 
 
-def compose_config(augment: str):
-    """What `python train.py augment=NAME dataset=cifar10` runs with (no data is loaded)."""
-    from hydra import compose, initialize_config_dir
+def compose_config(augment: str, backend: str = "albumentations"):
+    """What `python -m eva augment=NAME dataset=cifar10` runs with (no data is loaded)."""
+    from eva.config import compose_config as compose
 
-    import eva.config  # noqa: F401  (registers the schemas)
-
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="train", overrides=[f"augment={augment}", "dataset=cifar10"])
+    return compose([f"augment={augment}", "dataset=cifar10", f"augment.backend={backend}"])
 
 
 def epoch_rate(batches, device) -> float:
@@ -52,13 +49,13 @@ def sides(augment: str, images, labels, batch_size: int, device) -> dict:
     """{"albumentations": run, "batched": run}: each run measures one epoch (img/s)."""
     import torch
 
-    from eva.data.augment import build_train_transform
-    from eva.data.batched import DeviceBatches, build_batch_augment
+    from eva.data import build_augment
+    from eva.data.batched import DeviceBatches
     from eva.data.loaders import augmented_loader
 
     cfg = compose_config(augment)
     mean, std = list(cfg.dataset.mean), list(cfg.dataset.std)
-    transform = build_train_transform(cfg.augment, SIZE, mean, std, seed=0)
+    transform = build_augment(cfg)  # seeded from cfg.seed
     if transform is None:
         raise SystemExit(f"--augment {augment}: asks for no augmentation, nothing to compare")
     loader = augmented_loader(
@@ -71,7 +68,7 @@ def sides(augment: str, images, labels, batch_size: int, device) -> dict:
         std,
         batch_size,
         device,
-        build_batch_augment(cfg.augment, SIZE, mean),
+        build_augment(compose_config(augment, backend="torch")),
         torch.Generator().manual_seed(0),
     )
     return {

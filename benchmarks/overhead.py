@@ -22,7 +22,7 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from common import REPO, alternate, emit, machine, median, parser, set_threads, table, timed
+from common import alternate, emit, machine, median, parser, set_threads, table, timed
 
 
 @contextmanager
@@ -51,13 +51,9 @@ def terminal_stderr():
 
 
 def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from eva.config import compose_config
 
-    import eva.config  # noqa: F401  (registers the schemas)
-
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3", job_name="bench"):
-        return hydra_compose("train", overrides=overrides)
+    return compose_config(overrides)
 
 
 def plain_side(model, data, cfg, device):

@@ -14,20 +14,15 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 torch.set_num_threads(1)  # the machines here have 2 shared cores: one thread is as fast
 
 REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
 
 
 @pytest.fixture
 def compose():
-    """compose(*overrides) -> the config `python train.py <overrides>` would run with."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    import eva.config  # noqa: F401  (registers the schemas)
+    """compose(*overrides) -> the config `python -m eva <overrides>` would run with."""
+    from eva.config import compose_config
 
     def _compose(*overrides: str):
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return hydra_compose(config_name="train", overrides=list(overrides))
+        return compose_config(list(overrides))
 
     return _compose
 

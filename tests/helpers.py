@@ -11,6 +11,13 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "eva" / "conf"
+GROUPS = ("model", "dataset", "augment", "optimizer", "scheduler")
+
+
+def options_of(group: str) -> list[str]:
+    """The options of a config group, as they are on disk: tests pick new ones up."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
 def experiment_name() -> str:

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 from albumentations.augmentations.geometric import functional as fgeometric
-from omegaconf import OmegaConf
 
-from eva.data.augment import augment_steps, mean_fill
-from eva.data.batched import BatchAugment, DeviceBatches, affine_theta, build_batch_augment, warp
+from eva.data import build_augment, mean_fill
+from eva.data.augment import standard
+from eva.data.batched import BatchAugment, DeviceBatches, affine_theta, warp
 from eva.data.loaders import SeededBatches, TensorBatches, epoch_plan, normalize_batch
 from eva.errors import EvaError
 
@@ -27,10 +27,9 @@ FILL = np.array(mean_fill(MEAN), dtype=np.uint8)  # (125, 123, 114)
 N = 400  # samples per distribution check
 
 
-# The augment keys BatchAugment and augment_steps() read, with everything random off.
+# The arguments of the standard augmentation (augment.standard, BatchAugment), with
+# everything random off.
 AUGMENT_OFF = {
-    "name": "test",
-    "backend": "torch",
     "hflip_p": 0.0,
     "affine_p": 0.0,
     "shift": 0.0625,
@@ -43,27 +42,24 @@ AUGMENT_OFF = {
 }
 
 
-def config(**on):
-    """An augment config with everything random off except `on` (struct: no new keys)."""
-    aug = OmegaConf.create(AUGMENT_OFF)
-    OmegaConf.set_struct(aug, True)
-    for key, value in on.items():
-        aug[key] = value
-    return aug
+def config(**on) -> dict:
+    """The augmentation's arguments with everything random off except `on`."""
+    assert set(on) <= set(AUGMENT_OFF), set(on) - set(AUGMENT_OFF)
+    return {**AUGMENT_OFF, **on}
 
 
 def albumentations(aug, images: np.ndarray, seed: int = 0) -> np.ndarray:
     """uint8 (N, H, W, C) through eva's albumentations steps (before Normalize), per image."""
     import albumentations as A
 
-    pipeline = A.Compose(augment_steps(aug, 32, MEAN), seed=seed)
+    pipeline = A.Compose(standard(32, MEAN, **aug), seed=seed)
     return np.stack([pipeline(image=image)["image"] for image in images])
 
 
 def batched(aug, images: np.ndarray, seed: int = 0) -> np.ndarray:
     """The same images through BatchAugment, as one batch, back to (N, H, W, C)."""
     x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-    out = BatchAugment(aug, 32, MEAN)(x, torch.Generator().manual_seed(seed))
+    out = BatchAugment(32, MEAN, **aug)(x, torch.Generator().manual_seed(seed))
     assert out.dtype == torch.uint8 and out.shape == x.shape
     return out.permute(0, 2, 3, 1).numpy()
 
@@ -255,7 +251,7 @@ def test_affine_border_fraction_matches_albumentations():
     assert abs(a.mean() - b.mean()) < tolerance, (a.mean(), b.mean(), tolerance)
     assert 0.02 < b.mean() < 0.5  # the border shows, but the image stays mostly image
     # applied with probability affine_p: images with any border pixel, at p = 0.5
-    aug.affine_p = 0.5
+    aug["affine_p"] = 0.5
     touched = {name: (out != 255).any((1, 2, 3)) for name, out in both(aug, white).items()}
     p = touched["albumentations"].mean()
     assert_rate(touched["torch"], p, "torch affine_p")
@@ -277,7 +273,7 @@ def session6_like():
 
 def session6_augment() -> BatchAugment:
     """The batch augmentation the batcher tests run (every step on)."""
-    return build_batch_augment(session6_like(), 32, MEAN)
+    return BatchAugment(32, MEAN, **session6_like())
 
 
 def device_batches(images, labels, seed=0, augment=True, device="cpu", generator=None):
@@ -462,17 +458,18 @@ def test_an_augmentation_needs_shuffled_seeded_batches():
         TensorBatches(images, labels, MEAN, STD, 4, augment=lambda x, generator: x)
 
 
-def test_nothing_random_builds_nothing_and_a_bad_pad_mode_is_one_line():
-    assert build_batch_augment(config(), 32, MEAN) is None
+def test_nothing_random_builds_nothing_and_a_bad_pad_mode_is_one_line(compose):
+    assert not BatchAugment(32, MEAN, **config()).active
+    assert build_augment(compose("augment=none", "augment.backend=torch")) is None
     with pytest.raises(EvaError, match="augment.pad_mode='wrap'") as e:
-        build_batch_augment(config(pad=4, pad_mode="wrap"), 32, MEAN)
+        build_augment(compose("augment=resnet", "augment.backend=torch", "augment.pad_mode=wrap"))
     assert "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize("preset", ["resnet", "session6"])
 def test_conf_presets_run_and_change_images(compose, preset):
-    cfg = compose(f"augment={preset}")
-    augment = build_batch_augment(cfg.augment, cfg.dataset.image_size, list(cfg.dataset.mean))
+    augment = build_augment(compose(f"augment={preset}", "augment.backend=torch"))
+    assert isinstance(augment, BatchAugment)
     images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
     out = augment(images, torch.Generator().manual_seed(0))
     assert out.shape == images.shape and out.dtype == torch.uint8

@@ -8,17 +8,18 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from eva.data import build_data, split_indices
+from eva.data import build_data, load_split, mean_fill, split_indices
 from eva.data import datasets as ds
-from eva.data.augment import build_train_transform, mean_fill
+from eva.data.augment import compose as compose_pipeline
+from eva.data.augment import standard
 from eva.data.loaders import TensorBatches
 from eva.errors import EvaError
 
 
 def test_fake_cifar10_loads_through_the_real_torchvision_path(compose, fake_cifar10):
     root, info = fake_cifar10
-    cfg = compose("dataset=cifar10", f"dataset.root={root}").dataset
-    train, test = ds.load_split(cfg, train=True), ds.load_split(cfg, train=False)
+    cfg = compose("dataset=cifar10", f"dataset.root={root}")
+    train, test = load_split(cfg, train=True), load_split(cfg, train=False)
     assert train.images.shape == (100, 32, 32, 3) and train.images.dtype == np.uint8
     assert test.images.shape == (20, 32, 32, 3)
     assert train.classes == info["classes"]
@@ -58,7 +59,7 @@ def test_cifar10_missing_and_offline_is_one_clear_line(compose, tmp_path, monkey
 
     cfg = compose("dataset=cifar10", f"dataset.root={tmp_path}", "dataset.download=false")
     with pytest.raises(EvaError, match="dataset.download=false") as e:
-        ds.load_split(cfg.dataset, train=True)
+        load_split(cfg, train=True)
     assert str(tmp_path) in str(e.value)
 
     def offline(self):
@@ -67,7 +68,7 @@ def test_cifar10_missing_and_offline_is_one_clear_line(compose, tmp_path, monkey
     monkeypatch.setattr(CIFAR10, "download", offline)
     cfg = compose("dataset=cifar10", f"dataset.root={tmp_path}")
     with pytest.raises(EvaError) as e:
-        ds.load_split(cfg.dataset, train=True)
+        load_split(cfg, train=True)
     message = str(e.value)
     assert "\n" not in message
     assert "Name or service not known" in message and "cifar-10-python.tar.gz" in message
@@ -75,12 +76,12 @@ def test_cifar10_missing_and_offline_is_one_clear_line(compose, tmp_path, monkey
 
 
 def test_fashion_mnist_unpacks_the_debian_package_once(compose, fmnist_root):
-    cfg = compose("dataset=fashion_mnist", f"dataset.root={fmnist_root}").dataset
-    train = ds.load_split(cfg, train=True)
+    cfg = compose("dataset=fashion_mnist", f"dataset.root={fmnist_root}")
+    train = load_split(cfg, train=True)
     raw = fmnist_root / "FashionMNIST" / "raw"
     assert sorted(p.name for p in raw.iterdir()) == sorted(ds.FASHION_MNIST_FILES)
     stamp = (raw / "train-images-idx3-ubyte").stat().st_mtime_ns
-    test = ds.load_split(cfg, train=False)
+    test = load_split(cfg, train=False)
     assert (raw / "train-images-idx3-ubyte").stat().st_mtime_ns == stamp  # not unpacked again
     assert train.images.shape == (60000, 28, 28, 1) and test.images.shape == (10000, 28, 28, 1)
     assert train.classes[0] == "T-shirt/top" and len(train.classes) == 10
@@ -90,8 +91,8 @@ def test_fashion_mnist_unpacks_the_debian_package_once(compose, fmnist_root):
 def test_fashion_mnist_reads_the_same_arrays_as_torchvision(compose, fmnist_root):
     from torchvision.datasets import FashionMNIST
 
-    cfg = compose("dataset=fashion_mnist", f"dataset.root={fmnist_root}").dataset
-    ours = ds.load_split(cfg, train=False)
+    cfg = compose("dataset=fashion_mnist", f"dataset.root={fmnist_root}")
+    ours = load_split(cfg, train=False)
     theirs = FashionMNIST(fmnist_root, train=False)
     assert np.array_equal(ours.images[..., 0], theirs.data.numpy())
     assert np.array_equal(ours.labels, theirs.targets.numpy())
@@ -108,17 +109,17 @@ def test_a_truncated_idx_file_names_its_size(tmp_path):
 
 
 def test_fashion_mnist_stats_match_config(compose, fmnist_root):
-    cfg = compose("dataset=fashion_mnist", f"dataset.root={fmnist_root}").dataset
-    pixels = ds.load_split(cfg, train=True).images.astype(np.float64) / 255.0
-    assert pixels.mean() == pytest.approx(cfg.mean[0], abs=5e-4)
-    assert pixels.std() == pytest.approx(cfg.std[0], abs=5e-4)
+    cfg = compose("dataset=fashion_mnist", f"dataset.root={fmnist_root}")
+    pixels = load_split(cfg, train=True).images.astype(np.float64) / 255.0
+    assert pixels.mean() == pytest.approx(cfg.dataset.mean[0], abs=5e-4)
+    assert pixels.std() == pytest.approx(cfg.dataset.std[0], abs=5e-4)
 
 
 def test_fashion_mnist_missing_everywhere_is_a_clear_error(compose, tmp_path, monkeypatch):
     monkeypatch.setattr(ds, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
     cfg = compose("dataset=fashion_mnist", f"dataset.root={tmp_path}", "dataset.download=false")
     with pytest.raises(EvaError, match="dataset-fashion-mnist") as e:
-        ds.load_split(cfg.dataset, train=True)
+        load_split(cfg, train=True)
     assert str(tmp_path / "FashionMNIST" / "raw") in str(e.value)
 
 
@@ -171,11 +172,17 @@ def test_augmentations_use_the_current_api_without_warnings(compose, option, sha
 
 
 def only(aug_overrides: dict, compose):
-    """An augment config with everything off except the given settings."""
-    aug = compose("augment=none").augment
-    for k, v in aug_overrides.items():
-        aug[k] = v
-    return aug
+    """The standard augmentation's arguments with everything off except the given ones."""
+    return dict(aug_overrides)
+
+
+def build_train_transform(aug, size: int, mean, std, seed: int):
+    """What eva runs per image for an augment node (or a dict of `standard`'s arguments)."""
+    kwargs = OmegaConf.to_container(aug) if OmegaConf.is_config(aug) else dict(aug)
+    kwargs = {
+        k: v for k, v in kwargs.items() if k not in ("_target_", "name", "backend", "batched")
+    }
+    return compose_pipeline(standard(size, mean, **kwargs), mean, std, seed)
 
 
 def test_cutout_hole_is_the_dataset_mean_so_zero_after_normalize(compose):

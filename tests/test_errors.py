@@ -34,14 +34,11 @@ def store(empty_store, tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict:
     """A session6 checkpoint, a foreign torch file, a text file, corrupt dataset folders."""
-    from hydra import compose, initialize_config_dir
-
-    import eva.config  # noqa: F401  (registers the schemas)
+    from eva.config import compose_config
     from eva.modes.train import train
 
     root = tmp_path_factory.mktemp("inputs")
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", [*TINY_CLI, "tracking.enabled=false"])
+    cfg = compose_config([*TINY_CLI, "tracking.enabled=false"])
     train(cfg, root / "trained")
     torch.save({"weights": torch.zeros(3)}, root / "foreign.pt")
     (root / "notes.txt").write_text("not a checkpoint\n")
@@ -82,15 +79,38 @@ CASES = [
     ("max-lr-banana", ["scheduler.max_lr=banana"], "scheduler.max_lr=banana: must be a posit"),
     ("no-such-gpu", ["device=cuda:7"], "device='cuda:7': this machine has 0 CUDA device(s)"),
     ("no-such-device", ["device=tpu"], "device='tpu': expected auto, cpu, cuda or cuda:N"),
-    ("unknown-mode", ["mode=serve"], "mode='serve': expected one of train, test, lr_find"),
+    ("unknown-mode", ["mode=serve"], "mode=serve: Invalid value 'serve', expected one of [train,"),
     ("threads-zero", ["threads=0"], "threads=0: must be positive"),
-    ("subset-zero", ["dataset.train_subset=0"], "dataset.train_subset=0: must be between"),
-    ("precision-fp8", ["precision=fp8"], "precision='fp8': expected one of fp32, bf16, fp16"),
+    ("subset-zero", ["dataset.train_subset=0"], "dataset.train_subset=0: must be positive or null"),
+    ("precision-fp8", ["precision=fp8"], "precision=fp8: Invalid value 'fp8', expected one of"),
     (
         "augment-backend-dali",
         ["augment.backend=dali"],
-        "augment.backend='dali': expected one of albumentations, torch",
+        "augment.backend='dali': Invalid value 'dali', expected one of [albumentations, torch]",
     ),
+    (
+        "model-key-typo",
+        ["model.widht=3"],
+        "model.widht=3: model=session6 (Session6Net) takes no 'widht'; its arguments: channels,",
+    ),
+    ("model-variant", ["model=ultimus", "model.variant=big"], "model.variant='big': expected one"),
+    ("model-list-length", ["model.channels=[8,16]"], "model.channels=[8, 16]: expected 4 values"),
+    (
+        "model-target-import",
+        ["model._target_=mylab.nets.Net"],
+        "model._target_=mylab.nets.Net: cannot import module mylab.nets (ModuleNotFoundError",
+    ),
+    (
+        "cutout-too-large",
+        ["augment=resnet", "augment.cutout_size=33"],
+        "augment.cutout_size=33: the hole must fit the 32x32 image",
+    ),
+    (
+        "momentum-twice",
+        ["optimizer.momentum=0.8"],
+        "optimizer.momentum=0.8: scheduler=onecycle cycles the momentum",
+    ),
+    ("steps-too-few", ["dataset.train_size=32", "batch_size=32"], "needs at least 3 steps"),
     ("workers-negative", ["dataset.num_workers=-1"], "dataset.num_workers=-1: must be 0 or"),
     (
         "cifar-missing",

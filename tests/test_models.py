@@ -2,15 +2,18 @@
 
 import pytest
 import torch
+from helpers import options_of
 from omegaconf import OmegaConf
 from torch import nn
 
-from eva.models import build_model, count_parameters, receptive_field
+from eva.errors import EvaError
+from eva.models import build_model, check_output, count_parameters, gradcam_layer, receptive_field
 from eva.models.ultimus import UltimusBlock, UltimusNet
 from eva.optim import L1Penalty
 
 SHAPES = {"cifar": (3, 32, 32), "fashion": (1, 28, 28)}
-# Parameter counts on 3-channel input: (lowest, highest) accepted.
+# Parameter counts of eva's own models on 3-channel input: (lowest, highest) accepted.
+# A new model is tested below without an entry here.
 PARAMS = {
     "session6": (50_000, 199_999),  # the assignment's budget: < 200k
     "ultimus": (25_000, 27_500),  # "about 26k"
@@ -24,13 +27,14 @@ def model_cfg(compose, name: str):
 
 
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
-@pytest.mark.parametrize("name", PARAMS)
+@pytest.mark.parametrize("name", options_of("model"))
 def test_every_model_builds_and_gives_logits_on_both_shapes(compose, name, shape):
     torch.manual_seed(0)
     model = build_model(model_cfg(compose, name), in_channels=shape[0], num_classes=10)
     logits = model(torch.randn(4, *shape))
     assert logits.shape == (4, 10)
-    if shape[0] == 3:
+    check_output(model, name, shape, 10)
+    if shape[0] == 3 and name in PARAMS:
         low, high = PARAMS[name]
         assert low <= count_parameters(model) <= high
     # raw logits: one backward step reaches every parameter
@@ -136,8 +140,28 @@ def test_l1_penalty_covers_conv_and_linear_weights_only(compose):
     assert all(p is not model.fc.bias for p in penalty.params)
 
 
-def test_unknown_model_name_is_a_clear_error():
-    from eva.errors import EvaError
+def test_a_model_is_named_by_its_target_alone(compose):
+    """A model YAML needs only _target_: eva passes in_channels/num_classes, the option's
+    name is the name, GradCAM falls back to the last conv layer."""
+    cfg = compose("model=session6", "~model.gradcam_layer", "~model.dropout", "~model.channels")
+    assert cfg.model.name == "session6"
+    model = build_model(cfg.model, 1, 7)
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 7)
+    assert (
+        gradcam_layer(model, cfg.model.get("gradcam_layer")) == "c4.1.0.1"
+    )  # its last pointwise conv
+    assert gradcam_layer(model, "c3") == "c3"
 
-    with pytest.raises(EvaError, match="'vgg'"):
-        build_model(OmegaConf.create({"name": "vgg"}), 3, 10)
+
+def test_unknown_target_is_a_clear_error():
+    with pytest.raises(EvaError, match="cannot import module eva.models.vgg"):
+        build_model(OmegaConf.create({"_target_": "eva.models.vgg.VGG"}), 3, 10)
+    with pytest.raises(EvaError, match="module eva.models.session6 has no 'VGG'"):
+        build_model(OmegaConf.create({"_target_": "eva.models.session6.VGG"}), 3, 10)
+
+
+def test_output_shape_is_checked_with_one_forward_pass():
+    with pytest.raises(EvaError, match=r"outputs \(2, 5\) for a batch of 2 images, expected"):
+        check_output(nn.Sequential(nn.Flatten(), nn.Linear(12, 5)), "flat", (3, 2, 2), 10)
+    with pytest.raises(EvaError, match="a forward pass of a .* batch failed"):
+        check_output(nn.Linear(7, 10), "bad", (3, 2, 2), 10)

@@ -15,10 +15,10 @@ from eva.data import ImageSet
 from eva.data.loaders import TensorBatches
 from eva.engine.checkpoint import save_checkpoint
 from eva.errors import EvaError
-from eva.modes.test import evaluate_checkpoint
 from eva.models import build_model
-from eva.report import make_reports
+from eva.modes.test import evaluate_checkpoint
 from eva.modes.train import train
+from eva.report import make_reports
 
 FAST_FIND = ["lr_find.num_iter=20", "lr_find.end_lr=1.0"]
 TRAIN_PLOTS = {"loss_accuracy_curves", "lr_schedule", "augmented_samples"}
@@ -154,7 +154,7 @@ def checkpoint(compose, tmp_path):
         "model_name": "session6",
         "epoch": 1,
         "metrics": {"test_acc": 0.5},
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
     }
     save_checkpoint(state, path)
     return path

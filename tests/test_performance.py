@@ -113,7 +113,7 @@ def collector():
 
 
 def test_start_up_pauses_the_collector_until_the_first_loop(collector):
-    from eva import startup
+    from eva.cli import startup
     from eva.engine.loop import evaluate
 
     startup.pause_gc()
@@ -129,7 +129,7 @@ def test_start_up_pauses_the_collector_until_the_first_loop(collector):
 
 
 def test_a_collector_turned_off_by_the_caller_stays_off(collector):
-    from eva import startup
+    from eva.cli import startup
 
     collector.disable()
     startup.pause_gc()
@@ -143,7 +143,7 @@ def test_a_sweep_whose_jobs_run_elsewhere_resumes_the_collector(collector, launc
     With the basic launcher its first job's loop resumes the collector."""
     from omegaconf import OmegaConf
 
-    from eva import startup
+    from eva.cli import startup
     from eva.tracking.callback import MlflowSweepCallback
 
     config = OmegaConf.create(
@@ -190,7 +190,7 @@ def test_help_is_evas_own_lists_real_groups_and_shows_the_overrides(tmp_path):
     assert "experiment      quickstart, session6, session9, session10, session11" in out
     assert "schema" not in out  # Hydra's help lists the internal schema/* groups
     assert "Config with model=ultimus epochs=2" in out
-    assert "name: ultimus" in out and "epochs: 2" in out
+    assert "_target_: eva.models.ultimus.UltimusNet" in out and "epochs: 2" in out
     assert not list(tmp_path.iterdir())  # no outputs/ folder: nothing ran
 
 

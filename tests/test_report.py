@@ -8,15 +8,17 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 from sklearn import metrics as sk
 from torch import nn
 
+from eva.config import CONF_DIR
 from eva.data import ImageSet
 from eva.data.loaders import TensorBatches
 from eva.engine.loop import Predictions, evaluate
 from eva.errors import EvaError
-from eva.models import MODELS, build_model
+from eva.models import build_model
 from eva.report import figures, gradcam, images, make_reports
 from eva.report.metrics import (
     classification_report,
@@ -28,6 +30,7 @@ from eva.report.metrics import (
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat"]
 FASHION += ["Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MODELS = sorted(path.stem for path in (CONF_DIR / "model").glob("*.yaml"))  # model=<name>
 
 
 def read_png(path: Path, min_size=(500, 150), max_size=(2600, 2600)) -> np.ndarray:
@@ -177,7 +180,7 @@ def test_make_reports_with_the_evaluation_pass_predictions_runs_no_second_pass(t
     report = SimpleNamespace(enabled=True, samples=0, misclassified=4, gradcam=0, dpi=40)
     cfg = SimpleNamespace(
         report=report,
-        model=SimpleNamespace(name="linear", gradcam_layer="1"),
+        model=OmegaConf.create({"name": "linear", "gradcam_layer": "1"}),
         dataset=SimpleNamespace(name="tiny"),
     )
     cpu = torch.device("cpu")

@@ -18,8 +18,8 @@ from mlflow import MlflowClient
 from eva.engine import state
 from eva.engine.checkpoint import load_checkpoint
 from eva.errors import EvaError
-from eva.optim import build_optimizer, build_scheduler
 from eva.modes.train import train
+from eva.optim import build_optimizer, build_scheduler
 
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")  # not the timings
 
@@ -306,8 +306,15 @@ def test_last_pt_restores_every_state_and_random_stream(tmp_path):
     cfg = OmegaConf.create(
         {
             "epochs": 4,
-            "optimizer": {"name": "sgd", "lr": 0.1, "weight_decay": 0.0, "momentum": 0.9},
+            "optimizer": {
+                "_target_": "torch.optim.SGD",
+                "name": "sgd",
+                "lr": 0.1,
+                "weight_decay": 0.0,
+                "momentum": 0.9,
+            },
             "scheduler": {
+                "_target_": "eva.optim.schedulers.onecycle",
                 "name": "onecycle",
                 "max_lr": 0.1,
                 "peak_epoch": None,

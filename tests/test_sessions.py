@@ -7,8 +7,8 @@ import torch
 from helpers import run_cli, runs_of
 from omegaconf import OmegaConf
 
-from eva.optim import build_scheduler
 from eva.modes.train import train
+from eva.optim import build_scheduler
 
 SESSIONS = ("session6", "session9", "session10", "session11")
 

@@ -27,8 +27,8 @@ from omegaconf import OmegaConf
 from eva.engine.checkpoint import load_checkpoint
 from eva.errors import EvaError
 from eva.models import build_model
-from eva.tracking.params import config_params
 from eva.modes.train import train
+from eva.tracking.params import config_params
 
 
 def tiny(compose, *extra):
@@ -163,7 +163,7 @@ def test_every_model_is_saved_in_the_logged_format_and_reloads_for_any_batch(
 
 def test_every_param_is_an_override_that_reproduces_the_config(compose):
     cfg = compose("model=ultimus", "optimizer=adamw", "augment=resnet", "dataset.train_subset=64")
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     overrides = [f"{key}={value}" for key, value in config_params(resolved).items()]
     again = compose("model=ultimus", "optimizer=adamw", "augment=resnet", *overrides)
     assert OmegaConf.to_container(again, resolve=True) == resolved
@@ -171,7 +171,7 @@ def test_every_param_is_an_override_that_reproduces_the_config(compose):
 
 def test_password_in_the_tracking_uri_is_never_logged(compose):
     cfg = compose("tracking.uri=postgresql://me:secret@db:5432/mlflow")
-    params = config_params(OmegaConf.to_container(cfg, resolve=True))
+    params = config_params(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     assert params["tracking.uri"] == "postgresql://me:***@db:5432/mlflow"
 
 
@@ -286,21 +286,21 @@ def test_multirun_against_a_dead_server_starts_no_job(tmp_path):
 
 
 def test_multirun_whose_job_fails_ends_that_child_and_the_parent_failed(tmp_path, mlflow_store):
-    """Job 1 fails after its run started (peak epoch beyond a 1-epoch run); Hydra's basic
-    sweeper then stops the multirun without calling on_multirun_end."""
+    """Job 1 is refused before its run starts (peak epoch beyond a 1-epoch run): it leaves
+    no child run; Hydra's basic sweeper then stops the multirun without calling
+    on_multirun_end, and the parent ends FAILED."""
     experiment = experiment_name()
     r = run_cli(
         ["-m", *TINY_CLI, "scheduler.peak_epoch=0.5,5", f"tracking.experiment={experiment}"],
         cwd=tmp_path,
     )
     assert r.returncode == 1
-    assert "scheduler.peak_epoch=5.0" in r.stderr
+    assert "scheduler.peak_epoch=5" in r.stderr
     runs = runs_of(mlflow_store, experiment)
     status = {x.info.run_name: x.info.status for x in runs}
     assert status == {
         "session6-synthetic sweep": "FAILED",
         "0: scheduler.peak_epoch=0.5": "FINISHED",
-        "1: scheduler.peak_epoch=5": "FAILED",
     }
 
 
@@ -379,13 +379,27 @@ def test_real_mlflow_server_over_http(compose, tmp_path, monkeypatch):
             os.killpg(server.pid, signal.SIGKILL)
 
 
-def test_a_run_failing_before_its_first_batch_still_lands_failed(compose, tmp_path):
+def test_a_schedule_that_cannot_run_is_refused_before_any_run(compose, tmp_path):
     name = experiment_name()
     cfg = tiny(compose, f"tracking.experiment={name}", "scheduler.peak_epoch=5", "epochs=2")
     with pytest.raises(EvaError, match="scheduler.peak_epoch"):
-        train(cfg, tmp_path / "run")  # fails building the schedule, before training begins
+        train(cfg, tmp_path / "run")
+    assert runs_of(os.environ["MLFLOW_TRACKING_URI"], name, missing_ok=True) == []
+    assert not (tmp_path / "run").exists()  # refused before the run folder was made
+
+
+def test_a_run_failing_before_its_first_batch_still_lands_failed(compose, tmp_path, monkeypatch):
+    import eva.modes.train as training
+
+    def broken(*args, **kwargs):  # a fault where the first epoch starts
+        raise RuntimeError("loader died")
+
+    monkeypatch.setattr(training, "train_one_epoch", broken)
+    name = experiment_name()
+    with pytest.raises(RuntimeError, match="loader died"):
+        train(tiny(compose, f"tracking.experiment={name}"), tmp_path / "run")
     [run] = runs_of(os.environ["MLFLOW_TRACKING_URI"], name)
-    assert run.info.status == "FAILED" and "peak_epoch" in run.data.tags["error"]
+    assert run.info.status == "FAILED" and "loader died" in run.data.tags["error"]
 
 
 def test_tracking_inline_without_the_writer_process(compose, tmp_path):

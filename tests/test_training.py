@@ -10,8 +10,8 @@ import torch
 
 from eva.engine.checkpoint import load_checkpoint
 from eva.models import build_model
-from eva.optim import build_optimizer, build_scheduler
 from eva.modes.train import train
+from eva.optim import build_optimizer, build_scheduler
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -145,7 +145,7 @@ def test_onecycle_peak_epoch_beyond_the_run_is_a_clear_error(compose):
     from eva.errors import EvaError
 
     cfg = compose("epochs=3", "scheduler.peak_epoch=5")
-    with pytest.raises(EvaError, match="scheduler.peak_epoch=5.0: must be above 0 and below"):
+    with pytest.raises(EvaError, match="scheduler.peak_epoch=5: must be above 0 and below"):
         lrs_of(cfg, 4)
 
 

@@ -61,10 +61,9 @@ def run_job(cfg: DictConfig) -> float | None:
     from hydra.types import RunMode
 
     from eva.cli.errors import full_errors, one_line
-    from eva.errors import EvaError
-
     from eva.config.validate import fill_names, validate
     from eva.engine.timing import job_started_at
+    from eva.errors import EvaError
 
     started = job_started_at()
     hydra_cfg = HydraConfig.get()

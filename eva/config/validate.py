@@ -11,6 +11,7 @@ import dataclasses
 import math
 
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import ValidationError
 
 from eva.config import options
 from eva.config.schemas import GROUP_KEYS
@@ -66,10 +67,10 @@ def check_group_keys(group: str, node: DictConfig) -> DictConfig:
     given = {k: node[k] for k in eva_keys(group) if k in node}
     try:
         typed = OmegaConf.merge(OmegaConf.structured(spec), given)
-    except Exception as e:
-        from eva.cli.errors import one_line
-
-        raise EvaError(f"{group}: {one_line(e)}") from None
+    except ValidationError as e:
+        key = str(e.full_key).split(".")[-1]
+        why = str(e.msg).splitlines()[0] if e.msg else type(e).__name__
+        raise EvaError(f"{group}.{key}={given.get(key)!r}: {why}") from None
     missing = [f.name for f in dataclasses.fields(spec) if OmegaConf.is_missing(typed, f.name)]
     require(not missing, f"{group}={node.get('name')}: needs {group}.{', '.join(missing)}")
     return typed
@@ -129,9 +130,7 @@ def check_model(cfg) -> None:
     require(options.TARGET in node, f"model={node.name}: its YAML needs _target_ (the class)")
     builder, kwargs = options.resolve("model", node, eva_keys("model"), model_inputs(cfg))
     dropout = kwargs.get("dropout", 0.0)
-    require(
-        is_number(dropout) and 0 <= dropout < 1, f"model.dropout={dropout}: must be in [0, 1)"
-    )
+    require(is_number(dropout) and 0 <= dropout < 1, f"model.dropout={dropout}: must be in [0, 1)")
 
 
 def dataset_inputs(cfg, train: bool = True) -> dict:
@@ -183,8 +182,10 @@ def check_augment(cfg) -> None:
     keys = check_group_keys("augment", a)
     if options.TARGET not in a:  # augment=none: nothing to build
         given = options.own_keys(a, eva_keys("augment"))
-        require(not given, f"augment.{next(iter(given), '')}: augment={a.name} has no _target_ "
-                           "to take arguments")
+        require(
+            not given,
+            f"augment.{next(iter(given), '')}: augment={a.name} has no _target_ to take arguments",
+        )
         return
     builders = [options.TARGET] + (["batched"] if keys.backend == "torch" else [])
     if keys.backend == "torch":

@@ -188,7 +188,7 @@ def build_augment(cfg):
     a = cfg.augment
     if options.TARGET not in a:
         return None
-    torch_backend = a.backend == "torch"
+    torch_backend = a.get("backend") == "torch"
     node = augment_builder_node(cfg, torch_backend)
     made = options.build("augment", node, eva_keys("augment"), augment_inputs(cfg))
     if torch_backend:
@@ -210,7 +210,7 @@ def train_batches(cfg, train_set: ImageSet, device: torch.device, num_workers: i
         return TensorBatches(
             images, labels, mean, std, cfg.batch_size, True, generator, device=device
         )
-    if cfg.augment.backend == "torch":  # per batch, with tensor ops on the run's device
+    if cfg.augment.get("backend") == "torch":  # per batch, with tensor ops on the run's device
         from eva.data.batched import DeviceBatches
 
         return DeviceBatches(images, labels, mean, std, cfg.batch_size, device, augment, generator)

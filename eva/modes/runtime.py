@@ -106,7 +106,7 @@ def build(rt: Runtime) -> None:
     workers = auto_workers(d.num_workers, rt.device, rt.launch.slots)
     rt.data = build_data(cfg, rt.device, workers)
     check_scheduler(cfg, steps_per_epoch=len(rt.data.train))  # before any run or range test
-    rt.precision = build_precision(cfg.precision, rt.device)
+    rt.precision = build_precision(str(cfg.precision), rt.device)
     rt.model = rt.model.to(rt.device)
     if cfg.channels_last:
         rt.model = rt.model.to(memory_format=torch.channels_last)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from eva.config.validate import validate
 from eva.engine.checkpoint import load_checkpoint
 from eva.engine.loop import evaluate
 from eva.errors import EvaError
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 # Model keys that do not change the weights' shapes: a checkpoint fits whatever they say.
 SHAPELESS_MODEL_KEYS = ("dropout", "gradcam_layer")
 # Dataset keys that choose the test split: compared to say whether accuracies are comparable.
-SPLIT_KEYS = ("test_subset",)
+SPLIT_KEYS = ("name", "test_subset")
 
 
 def checkpoint_path(cfg, launch_dir: Path) -> Path:
@@ -75,19 +76,26 @@ def check_fits(cfg, state: dict, shown: str) -> None:
 
 
 def same_split(cfg, state: dict) -> bool:
-    """Whether this run's test split is the one the checkpoint's accuracy was measured on."""
+    """Whether this run's test split is the one the checkpoint's accuracy was measured on.
+
+    The whole test split (test_subset null) is the same whatever the seed; a subset is
+    drawn from the seed, so then the seeds must match too.
+    """
     trained = state.get("config") or {}
-    if trained.get("seed") != cfg.seed:
+    dataset = trained.get("dataset", {})
+    if any(dataset.get(k) != cfg.dataset.get(k) for k in SPLIT_KEYS):
         return False
-    return all(trained.get("dataset", {}).get(k) == cfg.dataset.get(k) for k in SPLIT_KEYS)
+    return cfg.dataset.test_subset is None or trained.get("seed") == cfg.seed
 
 
 def evaluate_checkpoint(cfg, output_dir, launch: Launch | None = None) -> dict:
     """Evaluate cfg.checkpoint; write results.json (test_acc, test_loss) and the reports."""
-    rt = runtime.start(cfg, output_dir, launch)
-    path = checkpoint_path(cfg, rt.launch.launch_dir)
+    launch = launch or Launch()
+    validate(cfg, launch.overrides)
+    path = checkpoint_path(cfg, launch.launch_dir)  # a bad checkpoint fails before any work
     state = read_checkpoint(path, cfg.checkpoint)
     check_fits(cfg, state, cfg.checkpoint)
+    rt = runtime.start(cfg, output_dir, launch)
     runtime.build(rt)
     try:
         rt.model.load_state_dict(state["model"])
@@ -102,7 +110,11 @@ def evaluate_checkpoint(cfg, output_dir, launch: Launch | None = None) -> dict:
     with tracker.recording():
         source = state.get("mlflow_run_id")
         tracker.set_tags({"checkpoint": str(path.absolute()), "source_run_id": source or ""})
-        test_loss, test_acc = evaluate(rt.model, rt.data.test, rt.device)
+        # One pass over the test split: the reports reuse its predictions.
+        evaluation = evaluate(
+            rt.model, rt.data.test, rt.device, keep_predictions=cfg.report.enabled
+        )
+        test_loss, test_acc = evaluation.loss, evaluation.acc
         results = {
             "mode": "test",
             "test_acc": test_acc,
@@ -123,7 +135,9 @@ def evaluate_checkpoint(cfg, output_dir, launch: Launch | None = None) -> dict:
         if cfg.report.enabled:
             from eva.report import make_reports
 
-            reports = make_reports(cfg, rt.model, rt.data, rt.device, rt.output_dir)
+            reports = make_reports(
+                cfg, rt.model, rt.data, rt.device, rt.output_dir, predictions=evaluation
+            )
             results["per_class"] = reports.per_class
             results["reports"] = reports.summary()
             metrics.update(reports.metrics)

@@ -14,8 +14,8 @@ import eva
 from eva.config.validate import finds_max_lr, validate
 from eva.engine import state
 from eva.engine.checkpoint import load_checkpoint, save_checkpoint
-from eva.errors import EvaError
 from eva.engine.loop import evaluate, train_one_epoch
+from eva.errors import EvaError
 from eva.modes import resume as resuming
 from eva.modes import runtime
 from eva.optim import L1Penalty, build_optimizer, build_scheduler

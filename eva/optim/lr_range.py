@@ -210,6 +210,6 @@ def range_test(
     if settings.rule == "steepest" and steepest is None:
         note = "too few points before the loss minimum for a slope: used min loss / 10"
     return RangeTest(
-        lrs, losses, raw, diverged, steepest, min_loss, settings.rule,
+        lrs, losses, raw, diverged, steepest, min_loss, str(settings.rule),
         seconds=time.perf_counter() - started, note=note,
     )  # fmt: skip

@@ -29,6 +29,6 @@ def build_optimizer(cfg, model: nn.Module, lr: float | None = None) -> torch.opt
     """The configured optimizer; `lr` replaces optimizer.lr as the starting LR (the LR
     range test's). A schedule then sets the LR of every step (one-cycle from its start)."""
     o = cfg.optimizer
-    groups = parameter_groups(model, o.decay_norm_and_bias, o.get("weight_decay", 0.0))
+    groups = parameter_groups(model, o.get("decay_norm_and_bias", True), o.get("weight_decay", 0.0))
     provided = {"params": groups, "lr": o.lr if lr is None else lr}
     return options.build("optimizer", o, eva_keys("optimizer"), provided)

@@ -114,8 +114,10 @@ def onecycle(
     if max_lr == "find":
         raise EvaError("scheduler.max_lr=find: the LR range test has not run (mode=train runs it)")
     total_steps = epochs * steps_per_epoch
-    check_onecycle(epochs, steps_per_epoch, max_lr, peak_epoch, pct_start, div_factor,
-                   final_div_factor, anneal, cycle_momentum, base_momentum, max_momentum)  # fmt: skip
+    check_onecycle(
+        epochs, steps_per_epoch, max_lr, peak_epoch, pct_start, div_factor, final_div_factor,
+        anneal, cycle_momentum, base_momentum, max_momentum,
+    )  # fmt: skip
     pct = onecycle_pct_start(peak_epoch, pct_start, epochs)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,

@@ -191,13 +191,15 @@ def augmented_samples(cfg, data, plots: Path, what: str) -> Path:
 
 def gradcam_report(cfg, model, data, predictions, picked: np.ndarray, titles, plots, what):
     """GradCAM of the predicted class over the most confident mistakes."""
+    from eva.models import gradcam_layer
     from eva.report.gradcam import gradcam_maps, plot_gradcam
 
+    layer = gradcam_layer(model, cfg.model.get("gradcam_layer"))  # null: the last conv
     test = data.test  # uint8 (N, C, H, W) tensor and the normalization constants
     if len(picked):
         inputs = normalize_batch(test.images[torch.as_tensor(picked)], test.mean, test.std)
         targets = [int(predictions.preds[i]) for i in picked]
-        cams = gradcam_maps(model, cfg.model.gradcam_layer, inputs, targets)
+        cams = gradcam_maps(model, layer, inputs, targets)
     else:  # no mistakes at all: the figure says so
         cams = np.zeros((0, *test.images.shape[2:]), dtype=np.float32)
     return plot_gradcam(
@@ -205,6 +207,6 @@ def gradcam_report(cfg, model, data, predictions, picked: np.ndarray, titles, pl
         cams,
         titles[: len(picked)],
         plots / "gradcam_misclassified.png",
-        f"GradCAM of the predicted class ({cfg.model.name}.{cfg.model.gradcam_layer}): {what}",
+        f"GradCAM of the predicted class ({cfg.model.name}.{layer}): {what}",
         dpi=cfg.report.dpi,
     )

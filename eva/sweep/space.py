@@ -101,9 +101,11 @@ def _check_range(value, line: str) -> None:
     """range(low, high[, step]) counts up from low to high: Optuna has no other kind."""
     low, high, step = value.start, value.stop, value.step
     if low is None or high is None or step is None or low > high or step <= 0:
+        descending = (step is not None and step < 0) or (None not in (low, high) and low > high)
         raise EvaError(
             f"{line!r}: range(low, high[, step]) needs low <= high and a positive step, "
-            f"got low={low}, high={high}, step={step} (for a descending order: choice(...))"
+            f"got low={low}, high={high}, step={step}"
+            + (" (for a descending order: choice(...))" if descending else "")
         )
 
 

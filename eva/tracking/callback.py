@@ -77,6 +77,14 @@ class MlflowSweepCallback(Callback):
         self._previous_sigterm = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra sets its runtime config in each job only; the sweep folder's ${name} reads
+        # an option's name from ${hydra:runtime.choices...} in this process too.
+        from hydra.conf import HydraConf
+        from hydra.core.hydra_config import HydraConfig
+        from omegaconf import OmegaConf
+
+        if OmegaConf.get_type(config.get("hydra")) is HydraConf:  # not a hand-made config
+            HydraConfig.instance().set_config(config)
         if not str(config.hydra.launcher.get("_target_", "")).endswith(".BasicLauncher"):
             # Jobs run in other processes (joblib): no loop will end this process's
             # start-up, and it lives as long as the sweep (eva/startup.py).

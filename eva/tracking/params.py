@@ -91,7 +91,7 @@ def run_tags(cfg, output_dir: Path) -> dict[str, str]:
         "optimizer": cfg.optimizer.name,
         "scheduler": cfg.scheduler.name,
         "augment": cfg.augment.name,
-        "mode": cfg.mode,
+        "mode": str(cfg.mode),
         "host": socket.gethostname(),
         "output_dir": str(Path(output_dir).absolute()),
         "eva_version": eva.__version__,
