@@ -54,20 +54,15 @@ def run_cli(args, cwd, env=None, timeout=600):
 
 
 TINY_CLI = [
-    "dataset=synthetic",
-    "dataset.train_size=96",
-    "dataset.test_size=64",
+    "debug=default",  # eva's quick check: one epoch on 96 synthetic images (eva/conf/debug)
     "model=session6",
     "model.channels=[8,16,16,16]",
-    "batch_size=32",
-    "epochs=1",
-    "threads=1",
-    "progress=false",
-    "report.enabled=false",  # tests/test_modes.py covers the reports
+    "tracking.enabled=true",  # the debug preset records nothing; these tests read MLflow
     "tracking.log_model=false",  # tests/test_tracking.py covers the logged model
 ]
 
-LONG = ["dataset.train_size=2048", "epochs=50"]  # minutes of training: to be interrupted
+# minutes of training: to be interrupted (the whole synthetic split, not debug's subset)
+LONG = ["dataset.train_size=2048", "dataset.train_subset=null", "epochs=50"]
 
 
 def sigterm_after_first_epoch(args, cwd, uri: str, experiment: str) -> tuple[int, str]:

@@ -28,6 +28,7 @@ METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")  # not the 
 KILLABLE = [
     *TINY_CLI,
     "dataset.train_size=1024",
+    "dataset.train_subset=null",  # the whole split, not debug's subset
     "model.dropout=0.1",
     "augment=session6",
     "epochs=3",
@@ -204,7 +205,7 @@ def test_killed_after_the_last_epoch_the_resume_only_finishes(compose, tmp_path,
         def killed_writing_results(data, path):  # after the last epoch, before results.json
             raise KeyboardInterrupt
 
-        m.setattr(eva.modes.train.runtime, "write_json", killed_writing_results)
+        m.setattr(eva.modes.train, "write_json", killed_writing_results)
         with pytest.raises(KeyboardInterrupt):
             train(cfg, tmp_path)
     saved = load_checkpoint(tmp_path / "checkpoints" / "last.pt")

@@ -15,9 +15,9 @@ def launch_context(cfg: DictConfig, hydra_cfg):
     from hydra.types import RunMode
 
     from eva.tracking.callback import job_run_name, parent_from_env
-    from eva.tracking.run import Launch
+    from eva.tracking.run import Launch, launch_dir_of
 
-    launch = Launch(launch_dir=Path(hydra_cfg.runtime.cwd))
+    launch = Launch(launch_dir=launch_dir_of(hydra_cfg))
     launch.overrides = list(hydra_cfg.overrides.task)
     if hydra_cfg.mode == RunMode.MULTIRUN:
         from eva.sweep.trial import TrialLink, slot_from_env

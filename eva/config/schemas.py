@@ -192,6 +192,33 @@ class TrainConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
 
 
+# --------------------------------------------------------------------------- runtime keys
+
+# How a run is executed, not what it learns: a resume may change them, and a sweep's study
+# stays the same study when a command changes them (device=cuda:1, progress=false, ...).
+RUNTIME_KEYS = frozenset(
+    {
+        "resume",
+        "progress",
+        "device",
+        "threads",
+        "checkpoint",
+        "deterministic",  # bit-exact kernels: the same training, other rounding on a GPU
+        "channels_last",  # layout and compilation change the speed, not what is trained
+        "compile",
+        "dataset.root",
+        "dataset.download",
+        "dataset.num_workers",
+    }
+)
+RUNTIME_PREFIXES = ("tracking.", "report.", "hydra.")
+
+
+def is_runtime_key(key: str) -> bool:
+    """Does this dotted key (a config key or an override's) leave the result unchanged?"""
+    return key in RUNTIME_KEYS or key.startswith(RUNTIME_PREFIXES)
+
+
 def register_configs() -> None:
     ConfigStore.instance().store(name="base_train", node=TrainConfig)
 

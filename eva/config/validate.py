@@ -42,16 +42,16 @@ def eva_keys(group: str) -> set[str]:
 
 
 def fill_names(cfg: DictConfig, choices: dict | None = None) -> None:
-    """Give each group's `name` a plain value: the option chosen (Hydra's runtime choices),
-    else the builder's name. Resolved once, so the run never re-reads Hydra's state."""
+    """Give each group's `name` a plain value: the YAML's own, else the option chosen
+    (Hydra's runtime choices, passed in: never read from Hydra's global state, which may
+    be another command's), else the builder's name. Resolved once, here."""
     for group in GROUPS:
         node = cfg.get(group)
         if node is None:
             continue
-        try:
+        name = None
+        if not _names_the_choice(node):  # the YAML (or an override) set a name
             name = node.get("name")
-        except Exception:  # ${hydra:...} outside a Hydra app: no choices to read
-            name = None
         if name is None:
             name = (choices or {}).get(group)
         if name is None:
@@ -59,6 +59,13 @@ def fill_names(cfg: DictConfig, choices: dict | None = None) -> None:
             name = options.target_name(target).lower() if target else "none"
         with open_dict(cfg):
             node.name = str(name)
+
+
+def _names_the_choice(node: DictConfig) -> bool:
+    """Is `name` still train.yaml's ${hydra:runtime.choices.<group>}?"""
+    if "name" not in node or not OmegaConf.is_interpolation(node, "name"):
+        return "name" not in node
+    return "hydra:runtime.choices" in str(node._get_node("name")._value())
 
 
 def check_group_keys(group: str, node: DictConfig) -> DictConfig:

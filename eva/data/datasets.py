@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from eva.errors import EvaError
+from eva.files import write_atomically
 
 # Where the Debian package dataset-fashion-mnist puts the gzipped idx files.
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -85,10 +86,9 @@ def _unpack_debian_fashion_mnist(raw: Path) -> None:
         target = raw / name
         if target.exists():
             continue
-        tmp = target.with_suffix(".part")
-        with gzip.open(DEBIAN_FASHION_MNIST / f"{name}.gz", "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        tmp.replace(target)  # atomic: a killed unpack never leaves a truncated file behind
+        with gzip.open(DEBIAN_FASHION_MNIST / f"{name}.gz", "rb") as src:
+            # a killed unpack never leaves a truncated file behind
+            write_atomically(target, lambda dst, src=src: shutil.copyfileobj(src, dst))
 
 
 def read_idx(path: Path) -> np.ndarray:

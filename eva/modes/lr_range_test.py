@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from eva.files import write_json
 from eva.modes import runtime
 from eva.optim import L1Penalty, build_optimizer
 from eva.optim.lr_range import RangeTest, range_test
@@ -107,7 +108,7 @@ def find_lr(cfg, output_dir, launch: Launch | None = None) -> dict:
             "mlflow_run_id": tracker.run_id,
             "curve": {"lr": result.lrs, "loss": result.losses, "raw_loss": result.raw_losses},
         }
-        runtime.write_json(results, rt.output_dir / "results.json")
+        write_json(results, rt.output_dir / "results.json")
         numbers = {"suggested_lr": result.suggested_lr, "min_loss_lr": result.min_loss_lr}
         if result.steepest_lr is not None:
             numbers["steepest_lr"] = result.steepest_lr

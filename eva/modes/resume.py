@@ -17,26 +17,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from eva.config.schemas import is_runtime_key
 from eva.errors import EvaError
 from eva.tracking.params import flatten
 
 log = logging.getLogger(__name__)
-
-# How a run is executed, not what it learns: may differ between a run and its resume.
-RUNTIME_KEYS = {
-    "resume",
-    "progress",
-    "device",
-    "threads",
-    "checkpoint",
-    "deterministic",
-    "channels_last",  # layout and compilation change the speed, not what is trained
-    "compile",
-    "dataset.root",
-    "dataset.download",
-    "dataset.num_workers",
-}
-RUNTIME_PREFIXES = ("tracking.", "report.")
 
 
 def last_path(output_dir: Path) -> Path:
@@ -106,7 +91,7 @@ def differences(current: dict, saved: dict) -> list[str]:
     now, then = flatten(current), flatten(saved)
     out = []
     for key in sorted(now.keys() | then.keys()):
-        if key in RUNTIME_KEYS or key.startswith(RUNTIME_PREFIXES):
+        if is_runtime_key(key):
             continue
         if key == "scheduler.max_lr" and now.get(key) == "find":
             continue  # the run found its number; the resume keeps it

@@ -4,9 +4,7 @@ Check the config, open the tracking store (a dead server fails here, in seconds)
 CPU cores or pick the GPU of a sweep slot, seed, then load the data and build the model.
 """
 
-import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,13 +138,6 @@ def start_run(rt: Runtime, run_name: str | None = None) -> dict:
         parent=launch.parent_run_id,
     )
     return config
-
-
-def write_json(data: dict, path: Path) -> None:
-    """Replace `path` atomically: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def run_files(output_dir: Path) -> dict[str, Path]:

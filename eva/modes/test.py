@@ -18,6 +18,7 @@ from eva.config.validate import validate
 from eva.engine.checkpoint import load_checkpoint
 from eva.engine.loop import evaluate
 from eva.errors import EvaError
+from eva.files import write_json
 from eva.modes import runtime
 from eva.tracking import Launch
 from eva.tracking.params import override_value
@@ -142,7 +143,7 @@ def evaluate_checkpoint(cfg, output_dir, launch: Launch | None = None) -> dict:
             results["reports"] = reports.summary()
             metrics.update(reports.metrics)
         results["seconds"] = time.perf_counter() - rt.started
-        runtime.write_json(results, rt.output_dir / "results.json")
+        write_json(results, rt.output_dir / "results.json")
         tracker.log_metrics(metrics, step=0, phase="final")
         tracker.log_files(runtime.run_files(rt.output_dir))
 

@@ -16,6 +16,7 @@ from eva.engine import state
 from eva.engine.checkpoint import load_checkpoint, save_checkpoint
 from eva.engine.loop import evaluate, train_one_epoch
 from eva.errors import EvaError
+from eva.files import write_json
 from eva.modes import resume as resuming
 from eva.modes import runtime
 from eva.optim import L1Penalty, build_optimizer, build_scheduler
@@ -108,7 +109,7 @@ def _train(cfg, output_dir: Path, launch: Launch | None, saved: dict | None) -> 
         if len(history) < cfg.epochs:  # stopped early by the sweep's pruner
             results["pruned_at_epoch"] = len(history)
             tracker.set_tags({"pruned": "true", "pruned_at_epoch": str(len(history))})
-        runtime.write_json(results, output_dir / "results.json")
+        write_json(results, output_dir / "results.json")
 
         # From here on the model holds the best epoch's weights: reports and MLflow model.
         rt.model.load_state_dict(load_checkpoint(best["checkpoint"])["model"])
@@ -118,12 +119,12 @@ def _train(cfg, output_dir: Path, launch: Launch | None, saved: dict | None) -> 
             reports = make_reports(cfg, rt.model, data, rt.device, output_dir, history, lrs)
             results["reports"] = reports.summary()
             tracker.log_metrics(reports.metrics, step=best["epoch"], phase="final")
-            runtime.write_json(results, output_dir / "results.json")
+            write_json(results, output_dir / "results.json")
         if tracker.enabled:
             record_outputs(cfg, tracker, rt.model, data, results, output_dir)
             results["mlflow_model_uri"] = tracker.model_uri
             results["tracking_seconds"] = dict(tracker.seconds)
-            runtime.write_json(results, output_dir / "results.json")
+            write_json(results, output_dir / "results.json")
             epochs_time = sum(row["epoch_seconds"] for row in history)
             log.info(
                 "MLflow: %.3fs of per-epoch logging (%.2f%% of %.1fs training), "

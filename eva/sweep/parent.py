@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from eva.tracking.callback import PARENT_ENV
-from eva.tracking.run import Launch, Tracker
+from eva.tracking.run import Launch, Tracker, launch_dir_of
 from eva.tracking.store import redact
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ class StudyParent:
     @classmethod
     def open(cls, config, study, space, storage_url: str, sweep_dir: Path) -> "StudyParent":
         """Reopen the study's parent run, or create it; jobs find it in the environment."""
-        tracker = Tracker.open(config.tracking, Launch(Path(config.hydra.runtime.cwd)))
+        tracker = Tracker.open(config.tracking, Launch(launch_dir_of(config.hydra)))
         parent = cls(tracker)
         if not tracker.enabled:
             return parent

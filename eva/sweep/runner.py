@@ -43,6 +43,7 @@ from eva.sweep.trial import (
     WORKER_ENV,
     WORKERS_ENV,
 )
+from eva.tracking.run import launch_dir_of
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class StudyRunner:
         self.config = config
         self.launcher = launcher
         self.validate_batch = validate_batch
-        self.launch_dir = Path(config.hydra.runtime.cwd or os.getcwd())
+        self.launch_dir = launch_dir_of(config.hydra)
         self.sweep_dir = self.launch_dir / config.hydra.sweep.dir
         self.role = os.environ.get(ROLE_ENV, "")
         self.worker = int(os.environ.get(WORKER_ENV, "0"))

@@ -12,9 +12,12 @@ import json
 import logging
 from pathlib import Path
 
+from eva.config.schemas import is_runtime_key
 from eva.errors import EvaError
+from eva.files import write_text
 from eva.tracking.store import (
     SQLITE,
+    database_url,
     missing_driver,
     redact,
     resolve_uri,
@@ -26,18 +29,6 @@ from eva.tracking.store import (
 log = logging.getLogger(__name__)
 
 DEFAULT_DB = "optuna.db"
-# Overrides that change how a trial runs, not what it learns: left out of the identity,
-# so `device=cuda:1` or `progress=false` on a resumed command continues the same study.
-RUNTIME_KEYS = (
-    "progress",
-    "device",
-    "threads",
-    "channels_last",
-    "compile",
-    "dataset.num_workers",
-    "dataset.root",
-)
-RUNTIME_PREFIXES = ("tracking.", "hydra.", "report.")
 FINISHED = ("COMPLETE", "PRUNED")  # the states n_trials counts
 
 
@@ -50,13 +41,7 @@ def resolve_storage(storage: str | None, tracking_cfg, launch_dir: Path) -> str:
     """
     launch_dir = Path(launch_dir)
     if storage:
-        if "://" not in storage and storage.endswith(".db"):
-            storage = f"{SQLITE}{storage}"
-        storage = with_driver(storage)
-        path = sqlite_path(storage)
-        if path is not None and not path.is_absolute():
-            return f"{SQLITE}{(launch_dir / path).resolve()}"
-        return storage
+        return database_url(storage, launch_dir)
     folder = launch_dir.resolve()
     if tracking_cfg.enabled:
         mlflow_db = sqlite_path(resolve_uri(tracking_cfg.uri, launch_dir))
@@ -67,11 +52,7 @@ def resolve_storage(storage: str | None, tracking_cfg, launch_dir: Path) -> str:
 
 def identity(space, direction: str) -> dict:
     """What the study's trials train; stored in the study, hashed into its default name."""
-    fixed = {
-        key: line
-        for key, line in space.fixed.items()
-        if key not in RUNTIME_KEYS and not key.startswith(RUNTIME_PREFIXES)
-    }
+    fixed = {key: line for key, line in space.fixed.items() if not is_runtime_key(key)}
     return {
         "direction": direction,
         "search_space": dict(sorted(space.describe().items())),
@@ -188,7 +169,4 @@ def write_summary(result: dict, sweep_dir: Path) -> Path:
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     path = sweep_dir / "optimization_results.yaml"
-    tmp = path.with_name(f".{path.name}.tmp")
-    OmegaConf.save(OmegaConf.create(result), tmp)
-    tmp.replace(path)
-    return path
+    return write_text(path, OmegaConf.to_yaml(OmegaConf.create(result)))

@@ -120,9 +120,9 @@ class MlflowSweepCallback(Callback):
             sys.exit(1)
 
     def _start_parent(self, config: DictConfig) -> None:
-        from eva.tracking.run import Launch, Tracker
+        from eva.tracking.run import Launch, Tracker, launch_dir_of
 
-        launch_dir = Path(config.hydra.runtime.cwd or os.getcwd())
+        launch_dir = launch_dir_of(config.hydra)
         self.tracker = Tracker.open(config.tracking, Launch(launch_dir))
         fixed, swept = split_overrides(list(config.hydra.overrides.task))
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -38,6 +38,12 @@ def model_requirements() -> list[str]:
     return [f"torch=={torch.__version__.split('+')[0]}", "numpy"]
 
 
+def launch_dir_of(hydra_cfg) -> Path:
+    """The folder the command was launched from (Hydra's runtime.cwd; the process's own
+    working directory when Hydra did not record one): relative paths start there."""
+    return Path(hydra_cfg.runtime.get("cwd") or os.getcwd())
+
+
 @dataclass
 class Launch:
     """What the launcher knows that the config does not (eva.cli.job fills it from Hydra)."""

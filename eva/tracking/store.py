@@ -44,15 +44,21 @@ def resolve_uri(uri: str | None, launch_dir: Path) -> str:
     Relative sqlite paths are made absolute from the launch dir, so every job of a sweep
     (whatever its working directory) writes to the same file.
     """
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"{SQLITE}{DEFAULT_DB}"
-    if "://" not in uri and uri.endswith(".db"):  # a bare file name means a sqlite file
-        uri = f"{SQLITE}{uri}"
-    uri = with_driver(uri)
-    if uri.startswith(SQLITE):
-        path = Path(uri[len(SQLITE) :])
-        if not path.is_absolute():
-            return f"{SQLITE}{(Path(launch_dir) / path).resolve()}"
-    return uri
+    return database_url(uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_DB, launch_dir)
+
+
+def database_url(url: str, launch_dir: Path) -> str:
+    """A store's URL as eva uses it (MLflow tracking URIs and Optuna storages alike): a bare
+    `name.db` is a sqlite file, relative sqlite paths start at the launch dir (every job of
+    a sweep, whatever its working directory, reaches the same file), and postgresql://
+    names its driver (with_driver)."""
+    if "://" not in url and url.endswith(".db"):
+        url = f"{SQLITE}{url}"
+    url = with_driver(url)
+    path = sqlite_path(url)
+    if path is not None and not path.is_absolute():
+        return f"{SQLITE}{(Path(launch_dir) / path).resolve()}"
+    return url
 
 
 def with_driver(url: str) -> str:

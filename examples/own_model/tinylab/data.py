@@ -20,7 +20,7 @@ def stripes(
     image_size: int,
     train_size: int = 2000,
     test_size: int = 500,
-    noise: float = 0.3,
+    noise: float = 1.0,
 ) -> ImageSet:
     """Sine gratings at num_classes orientations (0 to 180 degrees), random frequency and
     phase, plus Gaussian noise of `noise` x the stripes' amplitude."""
@@ -32,12 +32,12 @@ def stripes(
     rng = np.random.default_rng(1 if train else 2)
     labels = rng.integers(0, num_classes, n)
     angle = np.pi * labels / num_classes + rng.normal(0, 0.05, n)
-    freq = rng.uniform(0.15, 0.35, n)  # cycles per pixel... x 2 pi below
+    freq = rng.uniform(0.1, 0.3, n)  # cycles per pixel
     phase = rng.uniform(0, 2 * np.pi, n)
     yy, xx = np.mgrid[0:image_size, 0:image_size].astype(np.float32)
     along = np.cos(angle)[:, None, None] * xx + np.sin(angle)[:, None, None] * yy
     wave = np.sin(2 * np.pi * freq[:, None, None] * along + phase[:, None, None])
     wave = wave[..., None] + noise * rng.standard_normal((n, image_size, image_size, in_channels))
-    images = np.clip(127.5 + 100 * wave, 0, 255).astype(np.uint8)
+    images = np.clip(127.5 + 50 * wave, 0, 255).astype(np.uint8)
     classes = [f"{round(180 * k / num_classes)}deg" for k in range(num_classes)]
     return ImageSet(images, labels.astype(np.int64), classes)
