@@ -94,7 +94,7 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("Error:")]
 
 
-COMPOSE = "Error: the sweep's overrides do not compose: "
+COMPOSE = "Error: a sweep value is refused before any trial: "
 
 
 @pytest.mark.parametrize(
@@ -119,8 +119,16 @@ COMPOSE = "Error: the sweep's overrides do not compose: "
             "epochs=1.0 (a value of epochs: interval(1.0, 3.0)): Value '1.0' of type 'float' "
             "could not be converted to Integer",
         ),
+        (  # composes, but eva's validation refuses it: a builder argument of a wrong type
+            "model.dropout=choice(0.1, abc)",
+            "model.dropout=abc (a value of model.dropout: choice(0.1, abc)): model.dropout='abc'",
+        ),
+        (  # composes and is typed, but out of range
+            "model.dropout=choice(0.0, 1.5)",
+            "model.dropout=1.5 (a value of model.dropout: choice(0.0, 1.5)): must be in [0, 1)",
+        ),
     ],
-    ids=["group-option", "value-type", "first-choice", "interval-bound"],
+    ids=["group-option", "value-type", "first-choice", "interval-bound", "arg-type", "range"],
 )
 def test_a_choice_that_cannot_compose_fails_the_sweep_before_any_trial_or_run(
     mlflow_store, tmp_path, swept, expected

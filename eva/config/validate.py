@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ValidationError
 
 from eva.config import options
-from eva.config.schemas import GROUP_KEYS
+from eva.config.schemas import GROUP_KEYS, RangeTestRule
 from eva.errors import EvaError
 
 GROUPS = tuple(GROUP_KEYS)
@@ -97,13 +97,36 @@ def validate(cfg: DictConfig, overrides: list[str] | None = None) -> None:
     check_optimizer(cfg, overrides or [])
     check_scheduler(cfg)
     if cfg.mode == "lr_find" or finds_max_lr(cfg):
-        from eva.optim.lr_range import check_settings
-
-        check_settings(cfg.lr_find)
+        check_range_test(cfg.lr_find)
     r = cfg.report
     for key in ("samples", "misclassified", "gradcam"):
         require(r[key] >= 0, f"report.{key}={r[key]}: must be 0 or more")
     require(r.dpi > 0, f"report.dpi={r.dpi}: must be positive")
+
+
+def check_range_test(lf) -> None:
+    """The LR range test's settings (lr_find.*), when a range test will run."""
+    require(
+        0 < lf.start_lr < lf.end_lr,
+        f"lr_find.start_lr={lf.start_lr}, lr_find.end_lr={lf.end_lr}: need 0 < start < end",
+    )
+    require(lf.num_iter >= 5, f"lr_find.num_iter={lf.num_iter}: must be at least 5")
+    require(0 <= lf.smoothing < 1, f"lr_find.smoothing={lf.smoothing}: must be in [0, 1)")
+    require(
+        lf.diverge_threshold > 1,
+        f"lr_find.diverge_threshold={lf.diverge_threshold}: must be above 1",
+    )
+    rules = [r.value for r in RangeTestRule]
+    require(lf.rule in rules, f"lr_find.rule={lf.rule!r}: expected one of {', '.join(rules)}")
+
+
+def validate_job(job_cfg: DictConfig) -> None:
+    """validate() for a job's config as Hydra composes it (its `hydra` node included): the
+    option names from its runtime choices, the overrides from its task overrides."""
+    hydra = job_cfg.hydra
+    cfg = OmegaConf.masked_copy(job_cfg, [k for k in job_cfg if k != "hydra"])
+    fill_names(cfg, dict(hydra.runtime.choices))
+    validate(cfg, list(hydra.overrides.task))
 
 
 def finds_max_lr(cfg) -> bool:

@@ -18,7 +18,7 @@ import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 
-from eva.data import check_standard_augment, mean_fill  # noqa: E402
+from eva.data.rules import check_standard_augment, mean_fill  # noqa: E402
 
 BORDERS = {"reflect": cv2.BORDER_REFLECT_101, "constant": cv2.BORDER_CONSTANT}
 

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# albumentations is not imported on this path (eva.data holds the shared rules)
-from eva.data import check_standard_augment, mean_fill
 from eva.data.loaders import TensorBatches
+
+# albumentations is not imported on this path (eva.data holds the shared rules)
+from eva.data.rules import check_standard_augment, mean_fill
 from eva.errors import EvaError
 
 

@@ -58,6 +58,11 @@ def _train(cfg, output_dir: Path, launch: Launch | None, saved: dict | None) -> 
 
         lr_find = find_max_lr(rt).summary()  # before the MLflow run: its params show it
     tracker, data, d = rt.tracker, rt.data, cfg.dataset
+    s = cfg.scheduler
+    if s.get("cycle_momentum"):  # what trains: the schedule's momentum, not the optimizer's
+        rt.extra_params["derived.momentum"] = (
+            f"cycled by scheduler={s.name}: {s.max_momentum} -> {s.base_momentum} at the peak"
+        )
     if saved is None:
         config = runtime.start_run(rt)
     else:
@@ -99,7 +104,7 @@ def _train(cfg, output_dir: Path, launch: Launch | None, saved: dict | None) -> 
             results["resumed_at_epoch"] = saved["epoch"]
         if progress.startup_seconds is not None:
             results["startup_seconds"] = progress.startup_seconds
-        if cfg.scheduler.name == "onecycle":
+        if "max_lr" in cfg.scheduler:
             results["max_lr"] = float(cfg.scheduler.max_lr)  # the peak used, found or given
         if lr_find is not None:
             results["lr_find"] = lr_find

@@ -27,9 +27,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from eva.cli.startup import resume_gc
+from eva.config.validate import check_range_test
 from eva.errors import EvaError
-
-RULES = ("steepest", "min_loss")
 
 
 @dataclass
@@ -69,21 +68,6 @@ class RangeTest:
 def exponential_lrs(start_lr: float, end_lr: float, num_iter: int) -> np.ndarray:
     """start_lr * (end_lr / start_lr) ** (i / (num_iter - 1)), i = 0 .. num_iter - 1."""
     return start_lr * (end_lr / start_lr) ** (np.arange(num_iter) / (num_iter - 1))
-
-
-def check_settings(lf) -> None:
-    if not 0 < lf.start_lr < lf.end_lr:
-        raise EvaError(
-            f"lr_find.start_lr={lf.start_lr}, lr_find.end_lr={lf.end_lr}: need 0 < start < end"
-        )
-    if lf.num_iter < 5:
-        raise EvaError(f"lr_find.num_iter={lf.num_iter}: must be at least 5")
-    if not 0 <= lf.smoothing < 1:
-        raise EvaError(f"lr_find.smoothing={lf.smoothing}: must be in [0, 1)")
-    if lf.diverge_threshold <= 1:
-        raise EvaError(f"lr_find.diverge_threshold={lf.diverge_threshold}: must be above 1")
-    if lf.rule not in RULES:
-        raise EvaError(f"lr_find.rule={lf.rule!r}: expected one of {', '.join(RULES)}")
 
 
 def running_average(values, smoothing: float) -> np.ndarray:
@@ -156,7 +140,7 @@ def range_test(
     when the test fails. `settings` is the lr_find config (start_lr, end_lr, num_iter,
     smoothing, diverge_threshold, rule).
     """
-    check_settings(settings)
+    check_range_test(settings)
     saved_model = copy.deepcopy(model.state_dict())
     saved_optimizer = copy.deepcopy(optimizer.state_dict())
     schedule = exponential_lrs(settings.start_lr, settings.end_lr, settings.num_iter)

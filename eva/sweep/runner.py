@@ -260,7 +260,8 @@ class StudyRunner:
         ]
 
     def check_composes(self, batch=None) -> None:
-        """Fail the sweep at once, in one line, when trial overrides do not compose.
+        """Fail the sweep at once, in one line, when trial overrides do not compose or give a
+        config eva refuses (eva.config.validate).
 
         Without a batch (StudyRunner.open, before the study or any MLflow run exists):
         every choice and both bounds of each range/interval of the search space, each in
@@ -270,7 +271,7 @@ class StudyRunner:
         if batch is not None:
             for overrides in batch:
                 if (reason := self._compose_error(overrides)) is not None:
-                    raise EvaError(f"the sweep's overrides do not compose: {reason}")
+                    raise EvaError(f"a sweep value is refused before any trial: {reason}")
             return
         for key, value, overrides in probes(self.space):
             reason = self._compose_error(overrides)
@@ -282,13 +283,13 @@ class StudyRunner:
                 if key not in self.space.distributions:  # a fixed line of the params
                     reason = reason.removeprefix(f"{overrides[i]}: ")
                     raise EvaError(
-                        f"the sweep's overrides do not compose: {overrides[i]}: {reason}"
+                        f"a sweep value is refused before any trial: {overrides[i]}: {reason}"
                     )
                 value = probe_values(self.space.distributions[key])[0]
             (line,) = trial_overrides({key: value})
             reason = reason.removeprefix(f"{line}: ")
             raise EvaError(
-                f"the sweep's overrides do not compose: {line} (a value of {key}: "
+                f"a sweep value is refused before any trial: {line} (a value of {key}: "
                 f"{describe(self.space.distributions[key])}): {reason}"
             )
 
@@ -301,7 +302,7 @@ class StudyRunner:
 
         try:
             self.validate_batch([overrides])
-        except (HydraException, OmegaConfBaseException) as e:
+        except (HydraException, OmegaConfBaseException, EvaError) as e:
             return one_line(e)
         return None
 

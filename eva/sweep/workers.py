@@ -2,7 +2,7 @@
 
     eva-sweep --workers 4 hparams_search=optuna model=session6 hydra.sweeper.n_trials=40
 
-runs `python train.py -m <overrides>` as G worker processes:
+runs `python -m eva -m <overrides>` as G worker processes:
   1. worker 0 starts first and creates the study and its MLflow parent run (once, no race);
   2. the other workers start as soon as it has; each asks for its next trial as soon as its
      last one ends, with its own sampler stream and its own slot (GPU k, or 1/G of the CPU
@@ -31,23 +31,20 @@ from eva.sweep.stale import LAUNCHER_ENV
 from eva.sweep.trial import WORKER_ENV, WORKERS_ENV
 
 
-def default_train_script() -> Path:
-    beside_package = Path(__file__).resolve().parents[2] / "train.py"
-    return beside_package if beside_package.is_file() else Path("train.py")
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="eva-sweep",
-        description="Run G Optuna workers on one study (train.py -m, hydra/sweeper=eva_optuna).",
-        epilog="Other arguments are train.py overrides, e.g. hparams_search=optuna epochs=5.",
+        description="Run G Optuna workers on one study (python -m eva -m, eva_optuna sweeper).",
+        epilog="Other arguments are eva overrides, e.g. hparams_search=optuna epochs=5.",
     )
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    parser.add_argument("--train", type=Path, default=default_train_script(), help="train.py")
+    parser.add_argument(
+        "--train", type=Path, default=None, help="a script to run instead of python -m eva"
+    )
     args, overrides = parser.parse_known_args(argv)
     if args.workers < 1:
         parser.error(f"--workers={args.workers}: need at least 1")
-    if not args.train.is_file():
+    if args.train is not None and not args.train.is_file():
         parser.error(f"--train={args.train}: no such file")
     args.overrides = [o for o in overrides if o not in ("-m", "--multirun")]
     return args
@@ -88,7 +85,8 @@ def start_worker(command: list[str], index: int, workers: int, extra_env: dict |
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    command = [sys.executable, str(args.train), "-m", *args.overrides]
+    entry = [str(args.train)] if args.train is not None else ["-m", "eva"]
+    command = [sys.executable, *entry, "-m", *args.overrides]
     if not any(o.startswith("hydra.sweep.dir=") for o in args.overrides):
         # One sweep dir for all workers; job folders are trial numbers, so none clash.
         stamp = time.strftime("%Y-%m-%d_%H-%M-%S")

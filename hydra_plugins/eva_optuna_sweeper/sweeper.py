@@ -24,14 +24,21 @@ class EvaOptunaSweeper(Sweeper):
             config=config, hydra_context=hydra_context, task_function=task_function
         )
 
+    def check_batch(self, batch) -> None:
+        """Each job's overrides compose (Hydra) and give a config eva can run (eva's own
+        validation, which builds nothing): a bad search value fails before any trial."""
+        from eva.config.validate import validate_job
+
+        for overrides in batch:
+            job = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            validate_job(job)
+
     def sweep(self, arguments: list[str]) -> Any:
         from eva.cli.errors import full_errors
         from eva.errors import EvaError
         from eva.sweep.runner import StudyRunner
 
-        runner = StudyRunner(
-            self.settings, self.config, self.launcher, self.validate_batch_is_legal
-        )
+        runner = StudyRunner(self.settings, self.config, self.launcher, self.check_batch)
         try:
             return runner.run(arguments)
         except EvaError as e:
