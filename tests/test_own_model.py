@@ -194,6 +194,10 @@ def test_own_dataset_and_augmentation_train_and_stay_albumentations_only(lab, st
     assert line.startswith("Error: augment.backend=torch: augment=jitter runs on albumentations")
     assert nothing_ran(lab / "refused")
 
+    r = eva(*common, "augment.p=2", "hydra.run.dir=checked", cwd=lab)  # jitter.check
+    assert error_line(r) == "Error: augment.p=2: a probability, must be in [0, 1]"
+    assert nothing_ran(lab / "checked")
+
 
 def test_bad_input_fails_in_one_line_before_any_work(lab, store):
     (lab / "conf" / "model" / "broken.yaml").write_text("_target_: tinylab.netz.TinyNet\n")

@@ -100,10 +100,10 @@ def is_user_error(e: BaseException) -> bool:
 
 def run(hydra_main, conf_dir=None) -> None:
     """Call the @hydra.main function with eva's error contract; `--help` is eva's own
-    (eva/help.py) when conf_dir, the app's config folder, is given."""
+    (eva/cli/help.py) when conf_dir, the app's config folder, is given."""
     from eva.cli.startup import pause_gc, resume_gc
 
-    pause_gc()  # until the first loop: ~1 s less start-up here (eva/startup.py)
+    pause_gc()  # until the first loop: a faster start-up (eva/cli/startup.py)
     try:
         _run(hydra_main, conf_dir)
     finally:

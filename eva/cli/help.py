@@ -1,4 +1,4 @@
-"""`python train.py --help`: eva's own help, in well under a second.
+"""`python -m eva --help`: eva's own help, in well under a second.
 
 Hydra's --help lists config groups by building a config repository per group (about 140 of
 them, each deep-copying the ConfigStore): 2+ seconds, and it lists eva's internal schema/*
@@ -15,14 +15,16 @@ HELP_FLAGS = ("--help", "-h")
 USAGE = """\
 eva: train image classifiers on CIFAR-10 (and Fashion-MNIST), composed by Hydra.
 
-  python train.py [KEY=VALUE ...]            one run, e.g. model=ultimus optimizer=adam epochs=2
-  python train.py experiment=quickstart      the offline first run (Fashion-MNIST, 2 epochs)
-  python train.py experiment=session10       a course session's recipe (session6, 9, 10, 11)
-  python train.py -m hparams_search=optuna   an Optuna sweep of max_lr, dropout, l1_weight
-  python train.py mode=test checkpoint=PATH  evaluate a checkpoint; mode=lr_find: LR range test
-  python train.py ... resume=true hydra.run.dir=DIR   continue a killed run
-  python train.py --cfg job [KEY=VALUE ...]  print the composed config and exit
-  python train.py --hydra-help               Hydra's own flags
+  python -m eva [KEY=VALUE ...]            one run, e.g. model=ultimus optimizer=adam epochs=2
+  python -m eva experiment=quickstart      the offline first run (Fashion-MNIST, 2 epochs)
+  python -m eva debug=default              a quick check: one tiny epoch, nothing recorded
+  python -m eva experiment=session10       a course session's recipe (session6, 9, 10, 11)
+  python -m eva -m hparams_search=optuna   an Optuna sweep of max_lr, dropout, l1_weight
+  python -m eva mode=test checkpoint=PATH  evaluate a checkpoint; mode=lr_find: LR range test
+  python -m eva ... resume=true hydra.run.dir=DIR   continue a killed run
+  python -m eva --cfg job [KEY=VALUE ...]  print the composed config and exit
+  python -m eva model=mine hydra.searchpath=[file://$PWD/conf]   your own options
+  python -m eva --hydra-help               Hydra's own flags
 
 Config groups (GROUP=OPTION):
 {groups}
@@ -52,11 +54,35 @@ def config_groups(conf_dir: Path) -> dict[str, list[str]]:
     }
 
 
+def searchpath_dirs(overrides: list[str]) -> list[Path]:
+    """The folders of `hydra.searchpath=[file://..., pkg://...]` on the command line."""
+    import importlib.util
+
+    found = []
+    for override in overrides:
+        if not override.startswith("hydra.searchpath="):
+            continue
+        for item in override.split("=", 1)[1].strip("[]").split(","):
+            item = item.strip().strip("'\"")
+            if item.startswith("file://"):
+                found.append(Path(item[len("file://") :]).expanduser().absolute())
+            elif item.startswith("pkg://"):
+                package, _, sub = item[len("pkg://") :].partition("/")
+                spec = importlib.util.find_spec(package)  # imports its parent packages
+                if spec and spec.submodule_search_locations:
+                    root = Path(next(iter(spec.submodule_search_locations)))
+                    found.append(root / sub if sub else root)
+    return [d for d in found if d.is_dir()]
+
+
 def help_text(conf_dir: Path, overrides: list[str], config_name: str = "train") -> str:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     groups = config_groups(conf_dir)
+    for extra in searchpath_dirs(overrides):  # a user's own options are listed too
+        for group, options in config_groups(extra).items():
+            groups[group] = sorted(set(groups.get(group, [])) | set(options), key=natural)
     width = max(map(len, groups)) + 2
     listed = "\n".join(f"  {g.ljust(width)}{', '.join(opts)}" for g, opts in groups.items())
     with initialize_config_dir(str(conf_dir.resolve()), version_base="1.3", job_name="train"):

@@ -1,15 +1,13 @@
-"""Start-up with the cyclic garbage collector paused: about a second less per launch here.
+"""Start-up with the cyclic garbage collector paused.
 
-A launch builds ~500,000 objects that live as long as the process: the modules of torch,
-of torch._dynamo (which torch 2.14 imports when the first optimizer is built), of Hydra,
-and in the writer process of MLflow. CPython's collector runs every 700 net allocations
-and rescans the older generations as they grow, so it spends a good part of the import
-time walking objects that will never be garbage. Measured here (benchmarks/startup.py's
-machine), `import torch, torch._dynamo` took 3.9–4.3 s with the collector on and
-2.9–3.7 s with it off; a full collection afterwards found ~10,000 unreachable objects out
-of 526,000 and took 0.35 s.
+A launch builds hundreds of thousands of objects that live as long as the process: the
+modules of torch, of torch._dynamo (which torch imports when the first optimizer is
+built), of Hydra, and in the writer process of MLflow. CPython's collector runs every 700
+net allocations and rescans the older generations as they grow, so it spends a good part
+of the import time walking objects that will never be garbage (benchmarks/startup.py
+measures what pausing it saves).
 
-So `python train.py` pauses the collector for its start-up (eva.cli.run), and the first
+So `python -m eva` pauses the collector for its start-up (eva.cli.errors.run), and the first
 loop turns it back on (training, evaluation, LR range test); so does the start of a sweep
 whose jobs run in other processes (joblib: eva/tracking/callback.py), and the end of the
 command whatever happened. Turning it back on first freezes (gc.freeze) everything

@@ -160,7 +160,7 @@ def build_augment(cfg):
     made = options.build("augment", node, eva_keys("augment"), augment_inputs(cfg))
     if torch_backend:
         return made if getattr(made, "active", True) else None
-    from eva.data.augment import compose  # albumentations: ~0.3 s to import
+    from eva.data.augment import compose  # albumentations: imported only when used
 
     return compose(made, cfg.dataset.mean, cfg.dataset.std, cfg.seed)
 

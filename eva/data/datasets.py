@@ -95,8 +95,8 @@ def read_idx(path: Path) -> np.ndarray:
     """An uncompressed idx file (the MNIST format) of unsigned bytes as an array.
 
     Header: two zero bytes, type 0x08 (uint8), the number of dimensions, then each size as
-    a big-endian int32. Read here rather than through torchvision, whose import alone takes
-    ~4 s (it imports torch._dynamo): Fashion-MNIST runs start that much sooner.
+    a big-endian int32. Read here rather than through torchvision, whose import alone
+    imports torch._dynamo: Fashion-MNIST runs start that much sooner.
     """
     data = path.read_bytes()
     if len(data) < 4 or data[:3] != b"\x00\x00\x08":

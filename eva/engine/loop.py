@@ -62,7 +62,7 @@ def train_one_epoch(
     precision: Precision = FP32,
     channels_last: bool = False,
 ) -> EpochStats:
-    resume_gc()  # start-up is over (eva/startup.py)
+    resume_gc()  # start-up is over (eva/cli/startup.py)
     model.train()
     non_blocking = device.type == "cuda"  # copies from pinned memory overlap the compute
     layout = memory_format(channels_last)

@@ -24,7 +24,7 @@ def set_deterministic(enabled: bool) -> None:
     """
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    # Only touched when it changes: the call imports torch._inductor, 2.5 s of start-up.
+    # Only touched when it changes: the call imports torch._inductor, seconds of start-up.
     if enabled or torch.are_deterministic_algorithms_enabled():
         torch.use_deterministic_algorithms(enabled, warn_only=True)
     torch.backends.cudnn.deterministic = enabled

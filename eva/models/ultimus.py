@@ -33,7 +33,7 @@ class UltimusBlock(nn.Module):
         # Variance-preserving init (std 1/sqrt(fan_in), zero bias). torch's default Linear
         # init has std 1/sqrt(3 fan_in): each layer shrinks the signal by sqrt(3), and the
         # spec's four chained blocks (no residual, no norm) then pass the stem ~1e-7 of the
-        # gradient the head gets; with this init, ~3% (tests/test_models.py).
+        # gradient the head gets; with this init, a few percent (tests/test_models.py).
         for layer in (self.q, self.k, self.v, self.out):
             nn.init.normal_(layer.weight, std=layer.in_features**-0.5)
             nn.init.zeros_(layer.bias)

@@ -1,7 +1,7 @@
 """`resume=true`: continue the run in the same folder (hydra.run.dir) from checkpoints/last.pt.
 
-    python train.py model=ultimus epochs=24 hydra.run.dir=outputs/u1              # killed
-    python train.py model=ultimus epochs=24 hydra.run.dir=outputs/u1 resume=true  # goes on
+    python -m eva model=ultimus epochs=24 hydra.run.dir=outputs/u1              # killed
+    python -m eva model=ultimus epochs=24 hydra.run.dir=outputs/u1 resume=true  # goes on
 
 The command must train the same thing as the run (same overrides; device, threads,
 tracking and reports may differ). The run continues in its MLflow run and ends with the

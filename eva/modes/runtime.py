@@ -80,7 +80,7 @@ def model_summary(model: torch.nn.Module, input_shape: tuple[int, ...], device) 
 
     # Its forward pass of one image on one CPU thread: with more, every op waits for the
     # other threads, and at start-up one of them shares a core with the MLflow writer's
-    # imports (measured on 2 cores: 0.3-0.5 s, against 0.02 s on one thread).
+    # imports.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

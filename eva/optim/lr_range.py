@@ -149,7 +149,7 @@ def range_test(
     average, best, diverged = 0.0, math.inf, False
     started = time.perf_counter()
     non_blocking = device.type == "cuda"
-    resume_gc()  # start-up is over (eva/startup.py)
+    resume_gc()  # start-up is over (eva/cli/startup.py)
     model.train()
     data = endless(batches)
     bar = tqdm(schedule, desc="lr range test", disable=None if progress else True, leave=False)

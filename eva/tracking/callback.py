@@ -87,13 +87,13 @@ class MlflowSweepCallback(Callback):
             HydraConfig.instance().set_config(config)
         if not str(config.hydra.launcher.get("_target_", "")).endswith(".BasicLauncher"):
             # Jobs run in other processes (joblib): no loop will end this process's
-            # start-up, and it lives as long as the sweep (eva/startup.py).
+            # start-up, and it lives as long as the sweep (eva/cli/startup.py).
             from eva.cli.startup import resume_gc
 
             resume_gc()
         if config.get("resume"):
             print(
-                "Error: resume=true continues one run (python train.py ... resume=true "
+                "Error: resume=true continues one run (python -m eva ... resume=true "
                 "hydra.run.dir=DIR); a sweep continues when its -m command runs again",
                 file=sys.stderr,
             )

@@ -3,7 +3,7 @@
 Params are the resolved config flattened to dotted keys spelled exactly like command-line
 overrides (`scheduler.max_lr`, `model.dropout`), with values written the way an override
 takes them (`null`, `true`, `[24, 48, 64, 96]`): any param copied from the UI reruns as
-`python train.py key=value`. Derived facts live under `derived.`, which is no config key.
+`python -m eva key=value`. Derived facts live under `derived.`, which is no config key.
 """
 
 import getpass

@@ -32,7 +32,7 @@ MODEL_FORMAT = {"serialization_format": "pt2"}
 
 def model_requirements() -> list[str]:
     """Given, not inferred: MLflow infers them by re-importing the model in a subprocess,
-    which costs ~8 s per run."""
+    seconds per run."""
     import torch
 
     return [f"torch=={torch.__version__.split('+')[0]}", "numpy"]

@@ -1,9 +1,9 @@
 """MLflow in a process of its own, so that training never waits for it.
 
-Importing MLflow and opening its sqlite store take ~3 s of pure Python (benchmarks/
-startup.py), all before the first batch if the training process did them. A thread would
-not help: the GIL makes the import and the training loop take turns, and both get slower
-(measured: 3 s of training lost to 4 s of background import). A writer process does them on
+Importing MLflow and opening its sqlite store take seconds of pure Python
+(benchmarks/startup.py), all before the first batch if the training process did them. A
+thread would not help: the GIL makes the import and the training loop take turns, and
+both get slower. A writer process does them on
 another core while the run starts, then takes every later call from a pipe, in order:
 per-epoch metrics, tags, files, the model, the end. Calls whose answer the run needs
 (run_id, reopen, logged_steps, log_model, end) wait for it; the others return at once,
@@ -46,7 +46,7 @@ def serve(conn) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.nice(5)  # where the writer and training compete for a core, training goes first
-    pause_gc()  # until MLflow is imported and its store open (eva/startup.py)
+    pause_gc()  # until MLflow is imported and its store open (eva/cli/startup.py)
     logging.basicConfig(level=logging.WARNING, format="[eva MLflow writer] %(message)s")
     trackers: dict[int, Tracker] = {}
     failed: dict[int, BaseException] = {}  # an error of a call nobody waited for
