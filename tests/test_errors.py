@@ -213,6 +213,8 @@ def test_bad_input_is_one_line_exit_1_and_leaves_nothing(
     assert "Traceback" not in err + out
 
     assert not list(tmp_path.rglob("checkpoints")) and not list(tmp_path.rglob("results.json"))
+    if "-m" not in flags:
+        assert not run.exists()  # the run folder Hydra made for the job is gone again
     client = MlflowClient(store)
     running = client.search_runs(
         [e.experiment_id for e in client.search_experiments()], "attributes.status = 'RUNNING'"

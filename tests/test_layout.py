@@ -132,3 +132,35 @@ def test_a_new_model_inside_eva_is_one_py_and_one_yaml(tmp_path):
     typo = eva("debug=default", "model=wide", "model.widht=6")
     assert typo.returncode == 1
     assert "takes no 'widht'; its arguments: width" in typo.stderr, typo.stderr
+
+
+def test_an_installed_eva_runs_without_a_clone(tmp_path):
+    """The wheel carries the configs: `python -m eva` works from any folder, no repo."""
+    import zipfile
+
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+         "-w", str(tmp_path / "wheel"), str(REPO)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp_path / "wheel").glob("eva-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        z.extractall(tmp_path / "site")
+    assert {"eva/conf/train.yaml", "eva/conf/model/session6.yaml"} <= names
+    assert not any(n.startswith("tests/") for n in names)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin", "HOME": str(work)}
+    run = subprocess.run(
+        [sys.executable, "-m", "eva", "debug=default", "hydra.run.dir=run"],
+        cwd=work, capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert (work / "run" / "results.json").is_file()
+    where = subprocess.run(
+        [sys.executable, "-c", "import eva; print(eva.__file__)"],
+        cwd=work, capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert where.stdout.startswith(str(tmp_path / "site"))  # the wheel's eva, not the clone

@@ -41,7 +41,10 @@ def one_line(e: BaseException) -> str:
         found = re.search(r"Could not find '([^']+)/([^'/]+)'", str(e))
         if found:
             group, name = found.groups()
-            return f"{group}={name}: no such option (available: {', '.join(e.options)})"
+            return (
+                f"{group}={name}: no such option (available: {', '.join(e.options)}; "
+                "your own: hydra.searchpath=[file://$PWD/conf] with conf/" + group + "/*.yaml)"
+            )
     if isinstance(e, OverrideParseException):
         reason = _detail_lines(e.message)[0]
         return f"{e.override}: not a valid override ({reason}; see hydra.cc override grammar)"

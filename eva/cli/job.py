@@ -93,4 +93,27 @@ def run_job(cfg: DictConfig) -> float | None:
         if hydra_cfg.mode == RunMode.MULTIRUN or full_errors():
             raise  # the sweeper records it; HYDRA_FULL_ERROR=1 shows the traceback
         print(f"Error: {one_line(e)}", file=sys.stderr)  # not Hydra's "Error executing job"
+        remove_if_untouched(output_dir, Path(hydra_cfg.runtime.cwd))
         sys.exit(1)
+
+
+def remove_if_untouched(output_dir: Path, launch_dir: Path) -> None:
+    """A run refused before any work leaves no folder: Hydra made it for the job, with its
+    .hydra/ and a log of the refusal only. A folder with anything else (a run to resume,
+    a checkpoint) is left as it is."""
+    import shutil
+
+    here = launch_dir.absolute()
+    if not output_dir.is_dir() or output_dir.absolute() in (here, *here.parents):
+        return  # hydra.run.dir=. : the launch folder itself is never removed
+    entries = {p.name for p in output_dir.iterdir()}
+    if (
+        entries <= {".hydra", "train.log", ".eva.lock"}
+        and not (output_dir / "checkpoints").exists()
+    ):
+        shutil.rmtree(output_dir, ignore_errors=True)
+        # and outputs/<name>/, outputs/ when they held only this run (never the launch dir)
+        parent, launch_dir = output_dir.parent.absolute(), launch_dir.absolute()
+        while parent != launch_dir and launch_dir in parent.parents and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent

@@ -227,9 +227,7 @@ def check_augment(cfg) -> None:
     for key in builders:
         node = a if key == options.TARGET else OmegaConf.merge(a, {options.TARGET: a[key]})
         builder, kwargs = options.resolve("augment", node, eva_keys("augment"), augment_inputs(cfg))
-        check = getattr(builder, "check", None)
-        if check is not None:
-            check(**kwargs)
+        run_check(builder, "augment", kwargs)
 
 
 def check_optimizer(cfg, overrides: list[str]) -> None:
@@ -276,6 +274,16 @@ def check_scheduler(cfg, steps_per_epoch: int | None = None) -> None:
             lr == "find" or (is_number(lr) and lr > 0 and math.isfinite(lr)),
             f"scheduler.max_lr={lr}: must be a positive number or find",
         )
+    run_check(builder, "scheduler", {k: v for k, v in kwargs.items() if k != "optimizer"})
+
+
+def run_check(builder, where: str, kwargs: dict) -> None:
+    """A builder's own `check` (its arguments, before any work); a ValueError from it is
+    bad input too."""
     check = getattr(builder, "check", None)
-    if check is not None:
-        check(**{k: v for k, v in kwargs.items() if k != "optimizer"})
+    if check is None:
+        return
+    try:
+        check(**kwargs)
+    except ValueError as e:
+        raise EvaError(f"{where}: {' '.join(str(e).split())}") from None

@@ -56,8 +56,16 @@ def check_output(model: nn.Module, name: str, input_shape: tuple, num_classes: i
 
 
 def gradcam_layer(model: nn.Module, configured: str | None) -> str:
-    """model.gradcam_layer, or when null the last Conv2d the model has."""
+    """model.gradcam_layer (checked to exist), or when null the last Conv2d the model has."""
     if configured:
+        try:
+            model.get_submodule(configured)
+        except AttributeError:
+            top = ", ".join(n for n, _ in model.named_children()) or "none"
+            raise EvaError(
+                f"model.gradcam_layer={configured!r}: no such layer in {type(model).__name__} "
+                f"(top-level layers: {top}; null: the last conv layer)"
+            ) from None
         return configured
     convs = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     if not convs:

@@ -18,7 +18,7 @@ from eva.engine.device import auto_workers, resolve_device, slot_device, slot_th
 from eva.engine.precision import Precision, build_precision, compiled
 from eva.engine.seed import seed_everything, set_deterministic
 from eva.engine.timing import job_started_at
-from eva.models import build_model, check_output, count_parameters
+from eva.models import build_model, check_output, count_parameters, gradcam_layer
 from eva.tracking import Launch, Tracker
 from eva.tracking.params import config_params, derived_params, run_tags
 from eva.tracking.writer import RemoteTracker
@@ -62,6 +62,8 @@ def start(cfg: DictConfig, output_dir: str | Path, launch: Launch | None = None)
     model = build_model(cfg.model, d.in_channels, d.num_classes)  # the seeded initial weights
     input_shape = (d.in_channels, d.image_size, d.image_size)
     check_output(model, cfg.model.name, input_shape, d.num_classes)
+    if cfg.report.enabled and cfg.report.gradcam > 0:  # a typo here would cost the run
+        gradcam_layer(model, cfg.model.get("gradcam_layer"))
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     # A writer process opens MLflow (seconds) while the data loads and the run starts.

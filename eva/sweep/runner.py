@@ -57,6 +57,14 @@ def _params_key(params: dict) -> tuple:
     return tuple(sorted((k, repr(v)) for k, v in params.items()))
 
 
+def job_dir(ret) -> str:
+    """The job's own output folder (its train.log), from Hydra's JobReturn."""
+    try:
+        return str(ret.hydra_cfg.hydra.runtime.output_dir)
+    except AttributeError:  # a launcher that returns no Hydra config
+        return str(ret.working_dir)
+
+
 class StudyRunner:
     def __init__(self, settings, config, launcher, validate_batch):
         self.s = settings  # the sweeper's config node (hydra.sweeper)
@@ -202,9 +210,7 @@ class StudyRunner:
                 launched += 1
                 if state == TrialState.FAIL:
                     failed += 1
-                    log.warning(
-                        "trial %d failed: %s (log: %s)", trial.number, error, ret.working_dir
-                    )
+                    log.warning("trial %d failed: %s (log: %s)", trial.number, error, job_dir(ret))
             self.report()
             if failed and failed / launched > self.s.max_failure_rate:
                 raise EvaError(
