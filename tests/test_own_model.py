@@ -71,7 +71,8 @@ def trained(lab, store, fmnist_root):
         f"dataset.root={fmnist_root}",
         "batch_size=32",
         "epochs=1",
-        *FAST,
+        "threads=1",
+        "progress=false",  # and the model logged to MLflow, as for eva's own models
         f"tracking.uri={store}",
         f"tracking.experiment={experiment}",
         "hydra.run.dir=trained",
@@ -104,6 +105,37 @@ def test_tinynet_learns_fashion_mnist_in_one_epoch(lab, store, trained, monkeypa
     from eva.models import gradcam_layer
 
     assert gradcam_layer(TinyNet(1, 10), None) == "features.1.0"
+
+
+def test_the_logged_model_loads_without_the_package_and_predicts_any_batch(trained, store):
+    import os
+
+    import mlflow
+    import mlflow.pytorch
+    import torch
+
+    uri = trained["results"]["mlflow_model_uri"]
+    assert uri and uri.startswith("models:/")
+    mlflow.set_tracking_uri(store)
+    try:
+        loaded = mlflow.pytorch.load_model(uri)  # a torch.export graph: no tinylab import
+    finally:
+        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    with torch.no_grad():
+        assert tuple(loaded(torch.zeros(5, 1, 28, 28)).shape) == (5, 10)
+
+
+def test_the_lr_range_test_runs_on_the_own_model(lab, fmnist_root):
+    r = eva(
+        "mode=lr_find", "model=tinynet", SEARCHPATH, *FMNIST, f"dataset.root={fmnist_root}",
+        "batch_size=32", "lr_find.num_iter=30", *FAST, "tracking.enabled=false",
+        "hydra.run.dir=lr_find", cwd=lab,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    found = json.loads((lab / "lr_find" / "results.json").read_text())
+    assert found["model"] == "tinynet" and len(found["curve"]["lr"]) >= 5
+    assert found["suggested_lr"] > 0
+    png_size(lab / "lr_find" / "plots" / "lr_find.png")
 
 
 def test_an_optuna_sweep_of_the_models_own_argument(lab, store, fmnist_root):

@@ -18,7 +18,7 @@ from eva.data import ImageSet
 from eva.data.loaders import TensorBatches
 from eva.engine.loop import Predictions, evaluate
 from eva.errors import EvaError
-from eva.models import build_model
+from eva.models import build_model, gradcam_layer
 from eva.report import figures, gradcam, images, make_reports
 from eva.report.metrics import (
     classification_report,
@@ -391,28 +391,23 @@ def test_plot_image_grid_grey_rgb_and_empty(tmp_path):
 
 # --- GradCAM -------------------------------------------------------------------------------
 
+# Smaller versions of eva's own models, for speed; any other model runs as its YAML has it.
 SMALL = {
     "session6": ["model.channels=[8,16,16,16]"],
-    "ultimus": [],
     "custom_resnet": ["model.width=8"],
     "resnet18": ["model.width=8"],
 }
 
 
-def test_every_model_has_a_small_config_here():
-    assert set(SMALL) == set(MODELS)
-
-
 @pytest.mark.parametrize("shape", [(3, 32, 32), (1, 28, 28)], ids=["cifar", "fashion"])
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_gradcam_maps_on_every_model(compose, name, shape):
-    cfg = compose(f"model={name}", *SMALL[name])
+    cfg = compose(f"model={name}", *SMALL.get(name, []))
     torch.manual_seed(0)
     model = build_model(cfg.model, shape[0], 10).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    cams = gradcam.gradcam_maps(
-        model, cfg.model.gradcam_layer, torch.randn(4, *shape), [0, 3, 5, 9]
-    )
+    layer = gradcam_layer(model, cfg.model.get("gradcam_layer"))
+    cams = gradcam.gradcam_maps(model, layer, torch.randn(4, *shape), [0, 3, 5, 9])
     assert cams.shape == (4, shape[1], shape[2]) and cams.dtype == np.float32
     assert np.isfinite(cams).all() and cams.min() >= 0.0 and cams.max() <= 1.0
     assert cams.max() > 0.5  # not silently all zeros

@@ -17,6 +17,7 @@ from helpers import (
     REPO,
     TINY_CLI,
     experiment_name,
+    options_of,
     run_cli,
     runs_of,
     sigterm_after_first_epoch,
@@ -139,7 +140,7 @@ def test_fashion_mnist_run_lands_in_mlflow_with_params_metrics_artifacts_and_mod
     assert "MLFLOW_EXPERIMENT_ID" not in os.environ
 
 
-@pytest.mark.parametrize("name", ["session6", "ultimus", "custom_resnet", "resnet18"])
+@pytest.mark.parametrize("name", options_of("model"))
 def test_every_model_is_saved_in_the_logged_format_and_reloads_for_any_batch(
     compose, tmp_path, name
 ):
