@@ -108,19 +108,17 @@ def test_tinynet_learns_fashion_mnist_in_one_epoch(lab, store, trained, monkeypa
 
 
 def test_the_logged_model_loads_without_the_package_and_predicts_any_batch(trained, store):
-    import os
-
-    import mlflow
     import mlflow.pytorch
     import torch
+    from mlflow import MlflowClient
+
+    from eva.tracking.run import _fluent_target
 
     uri = trained["results"]["mlflow_model_uri"]
     assert uri and uri.startswith("models:/")
-    mlflow.set_tracking_uri(store)
-    try:
+    experiment = MlflowClient(store).get_experiment_by_name(trained["experiment"])
+    with _fluent_target(store, experiment.experiment_id):  # put back afterwards, whole
         loaded = mlflow.pytorch.load_model(uri)  # a torch.export graph: no tinylab import
-    finally:
-        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     with torch.no_grad():
         assert tuple(loaded(torch.zeros(5, 1, 28, 28)).shape) == (5, 10)
 

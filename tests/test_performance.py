@@ -204,7 +204,7 @@ def test_help_with_a_bad_override_is_one_line(tmp_path):
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [
         "Error: model=nosuch: no such option (available: custom_resnet, resnet18, session6, "
-        "ultimus)"
+        "ultimus; your own: hydra.searchpath=[file://$PWD/conf] with conf/model/*.yaml)"
     ]
 
 

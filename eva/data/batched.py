@@ -100,8 +100,10 @@ class BatchAugment:
         cutout_size: int = 0,
         cutout_p: float = 0.5,
     ):
-        check_standard_augment(image_size, hflip_p, affine_p, shift, scale, rotate, pad,
-                               pad_mode, cutout_size, cutout_p)  # fmt: skip
+        check_standard_augment(
+            image_size, hflip_p=hflip_p, affine_p=affine_p, shift=shift, scale=scale,
+            rotate=rotate, pad=pad, pad_mode=pad_mode, cutout_size=cutout_size, cutout_p=cutout_p,
+        )  # fmt: skip
         self.size = image_size
         self.pad, self.reflect = int(pad), pad_mode == "reflect"
         self.hflip_p = float(hflip_p)

@@ -4,6 +4,8 @@ tensors in eva/data/batched.py): what fills a hole, which arguments fit an image
 Imports neither albumentations nor torch.
 """
 
+from dataclasses import dataclass, fields
+
 from eva.errors import EvaError
 
 
@@ -13,37 +15,43 @@ def mean_fill(mean: list[float]) -> tuple[float, ...]:
     return tuple(round(m * 255.0) for m in mean)
 
 
-def check_standard_augment(
-    image_size: int,
-    hflip_p: float = 0.0,
-    affine_p: float = 0.0,
-    shift: float = 0.0625,
-    scale: float = 0.1,
-    rotate: float = 15.0,
-    pad: int = 0,
-    pad_mode: str = "reflect",
-    cutout_size: int = 0,
-    cutout_p: float = 0.5,
-    **_inputs,
-) -> None:
+@dataclass(frozen=True)
+class StandardAugment:
+    """The standard augmentation's arguments (eva/data/augment.py `standard` and its batched
+    twin): pad + random crop, flip, shift-scale-rotate, one cutout hole. 0 turns one off."""
+
+    hflip_p: float = 0.0  # probability of a horizontal flip
+    affine_p: float = 0.0  # probability of shift-scale-rotate
+    shift: float = 0.0625  # fraction of the image size, each way
+    scale: float = 0.1  # zoom 1 +- scale
+    rotate: float = 15.0  # degrees, each way
+    pad: int = 0  # pixels padded on each side, then a random crop back to size
+    pad_mode: str = "reflect"  # reflect | constant (the dataset mean)
+    cutout_size: int = 0  # side of one square hole filled with the mean
+    cutout_p: float = 0.5
+
+
+def check_standard_augment(image_size: int, **kwargs) -> None:
     """The standard augmentation's arguments (both backends), before any work: geometry
     that does not fit the image, probabilities outside [0, 1]."""
-    for key, p in (("hflip_p", hflip_p), ("affine_p", affine_p), ("cutout_p", cutout_p)):
+    names = {f.name for f in fields(StandardAugment)}
+    a = StandardAugment(**{k: v for k, v in kwargs.items() if k in names})
+    for key, p in (("hflip_p", a.hflip_p), ("affine_p", a.affine_p), ("cutout_p", a.cutout_p)):
         if not 0 <= p <= 1:
             raise EvaError(f"augment.{key}={p}: a probability, must be in [0, 1]")
-    if not 0 <= cutout_size <= image_size:
+    if not 0 <= a.cutout_size <= image_size:
         raise EvaError(
-            f"augment.cutout_size={cutout_size}: the hole must fit the {image_size}x{image_size} "
-            f"image (0 to {image_size}; 0 = off)"
+            f"augment.cutout_size={a.cutout_size}: the hole must fit the {image_size}x"
+            f"{image_size} image (0 to {image_size}; 0 = off)"
         )
-    if pad < 0 or (pad_mode == "reflect" and pad >= image_size):
-        most = image_size - 1 if pad_mode == "reflect" else "any"
+    if a.pad < 0 or (a.pad_mode == "reflect" and a.pad >= image_size):
+        most = image_size - 1 if a.pad_mode == "reflect" else "any"
         raise EvaError(
-            f"augment.pad={pad}: must be 0 or more and, with pad_mode=reflect, below the image "
-            f"size {image_size} (at most {most})"
+            f"augment.pad={a.pad}: must be 0 or more and, with pad_mode=reflect, below the "
+            f"image size {image_size} (at most {most})"
         )
-    if not 0 <= shift < 1 or not 0 <= scale < 1 or rotate < 0:
+    if not 0 <= a.shift < 1 or not 0 <= a.scale < 1 or a.rotate < 0:
         raise EvaError(
-            f"augment.shift={shift}, scale={scale}, rotate={rotate}: shift and scale are "
-            "fractions in [0, 1), rotate degrees >= 0"
+            f"augment.shift={a.shift}, scale={a.scale}, rotate={a.rotate}: shift and scale "
+            "are fractions in [0, 1), rotate degrees >= 0"
         )

@@ -194,9 +194,10 @@ def gradcam_report(cfg, model, data, predictions, picked: np.ndarray, titles, pl
     from eva.models import gradcam_layer
     from eva.report.gradcam import gradcam_maps, plot_gradcam
 
-    layer = gradcam_layer(model, cfg.model.get("gradcam_layer"))  # null: the last conv
+    layer = cfg.model.get("gradcam_layer") or "last conv"
     test = data.test  # uint8 (N, C, H, W) tensor and the normalization constants
     if len(picked):
+        layer = gradcam_layer(model, cfg.model.get("gradcam_layer"))  # null: the last conv
         inputs = normalize_batch(test.images[torch.as_tensor(picked)], test.mean, test.std)
         targets = [int(predictions.preds[i]) for i in picked]
         cams = gradcam_maps(model, layer, inputs, targets)

@@ -22,16 +22,11 @@ CHUNK = 64  # images per GradCAM pass: bounds the memory of the kept graph
 
 def resolve_layer(model: nn.Module, name: str) -> nn.Module:
     """The submodule at dotted path `name` ("layer3", "stem.2"), or a one-line EvaError."""
-    try:
-        if not name:
-            raise AttributeError(name)  # "" would be the model itself, whose output is logits
-        return model.get_submodule(name)
-    except AttributeError:
-        top = ", ".join(n for n, _ in model.named_children()) or "none"
-        raise EvaError(
-            f"model.gradcam_layer={name!r}: no such layer in {type(model).__name__} "
-            f"(top-level layers: {top})"
-        ) from None
+    from eva.models import gradcam_layer  # the one rule for which layers exist
+
+    if not name:  # "" would be the model itself, whose output is logits
+        raise EvaError(f"model.gradcam_layer={name!r}: name a layer (null: the last conv)")
+    return model.get_submodule(gradcam_layer(model, name))
 
 
 def _diagnose(model: nn.Module, name: str, shapes: list) -> str | None:
