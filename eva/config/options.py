@@ -17,6 +17,7 @@ composition and `--help` never do.
 import dataclasses
 import importlib
 import inspect
+import types
 import typing
 from collections.abc import Callable
 
@@ -101,7 +102,7 @@ def _plain(annotation):
         same = all(a == inner or a is Ellipsis for a in args)
         if inner in simple and same:
             return typing.List[inner]  # noqa: UP006  (OmegaConf 2.3 reads typing.List)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         rest = [a for a in args if a is not type(None)]
         if len(rest) == 1 and type(None) in args:
             inner = _plain(rest[0])

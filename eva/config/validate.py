@@ -65,7 +65,8 @@ def _names_the_choice(node: DictConfig) -> bool:
     """Is `name` still train.yaml's ${hydra:runtime.choices.<group>}?"""
     if "name" not in node or not OmegaConf.is_interpolation(node, "name"):
         return "name" not in node
-    return "hydra:runtime.choices" in str(node._get_node("name")._value())
+    raw = OmegaConf.to_container(node, resolve=False)["name"]  # the interpolation's text
+    return "hydra:runtime.choices" in str(raw)
 
 
 def check_group_keys(group: str, node: DictConfig) -> DictConfig:
