@@ -65,10 +65,12 @@ TINY_CLI = [
 LONG = ["dataset.train_size=2048", "dataset.train_subset=null", "epochs=50"]
 
 
-def sigterm_after_first_epoch(args, cwd, uri: str, experiment: str) -> tuple[int, str]:
-    """Start train.py, wait until an epoch is on record in MLflow, send SIGTERM."""
+def sigterm_after_first_epoch(args, cwd, uri: str, experiment: str, entry=None) -> tuple[int, str]:
+    """Start train.py (or `entry`, e.g. python -m eva), wait until an epoch is on record in
+    MLflow, send SIGTERM."""
+    entry = entry or [sys.executable, str(REPO / "train.py")]
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), *args, f"tracking.experiment={experiment}"],
+        [*entry, *args, f"tracking.experiment={experiment}"],
         cwd=cwd,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -12,7 +12,7 @@ import sys
 
 import optuna
 import pytest
-from helpers import REPO, copy_store, experiment_name, png_size, runs_of
+from helpers import REPO, copy_store, experiment_name, png_size, runs_of, sigterm_after_first_epoch
 from optuna.trial import TrialState
 
 EXAMPLE = REPO / "examples" / "own_model"
@@ -245,3 +245,21 @@ def test_bad_input_fails_in_one_line_before_any_work(lab, store):
 
     assert nothing_ran(lab / "a") and nothing_ran(lab / "b")
     assert runs_of(store, experiment, missing_ok=True) == []  # no MLflow run either
+
+
+def test_a_killed_run_of_the_own_model_resumes_to_the_end(lab, store, fmnist_root):
+    args = [
+        "model=tinynet", SEARCHPATH, *FMNIST, f"dataset.root={fmnist_root}", "batch_size=32",
+        "epochs=4", *FAST, "report.enabled=false", f"tracking.uri={store}", "hydra.run.dir=killed",
+    ]  # fmt: skip
+    experiment = experiment_name()
+    code, stderr = sigterm_after_first_epoch(
+        args, lab, store, experiment, entry=[sys.executable, "-m", "eva"]
+    )
+    assert code == 130, stderr[-3000:]
+    r = eva(*args, f"tracking.experiment={experiment}", "resume=true", cwd=lab)
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = json.loads((lab / "killed" / "results.json").read_text())
+    assert results["epochs_completed"] == 4 and 1 <= results["resumed_at_epoch"] < 4
+    (run,) = runs_of(store, experiment)  # the same MLflow run, continued
+    assert run.info.status == "FINISHED" and run.data.params["model.width"] == "16"
