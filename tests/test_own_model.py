@@ -263,3 +263,14 @@ def test_a_killed_run_of_the_own_model_resumes_to_the_end(lab, store, fmnist_roo
     assert results["epochs_completed"] == 4 and 1 <= results["resumed_at_epoch"] < 4
     (run,) = runs_of(store, experiment)  # the same MLflow run, continued
     assert run.info.status == "FINISHED" and run.data.params["model.width"] == "16"
+
+
+def test_help_lists_the_own_options_beside_evas(lab):
+    r = eva("--help", SEARCHPATH, cwd=lab)
+    assert r.returncode == 0, r.stderr
+    listed = {
+        line.split()[0]: line.split()[1:] for line in r.stdout.splitlines() if line[:2] == "  "
+    }
+    assert "tinynet" in " ".join(listed["model"]) and "session6," in listed["model"]
+    assert "stripes" in " ".join(listed["dataset"]) and "jitter" in " ".join(listed["augment"])
+    assert "tinynet" not in eva("--help", cwd=lab).stdout  # only through the search path
