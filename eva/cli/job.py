@@ -1,7 +1,7 @@
 """What `python -m eva` runs inside Hydra: the run dir, the MLflow context, clean errors.
 
-Data flows one way: Hydra composed the config; here its option names are fixed and the
-whole of it is validated (eva/config/validate.py), then the mode builds the run from it.
+Data flows one way: Hydra composed the config; here its option names are fixed; the mode
+validates the whole of it first (eva/config/validate.py), then builds the run from it.
 """
 
 import sys
@@ -61,7 +61,7 @@ def run_job(cfg: DictConfig) -> float | None:
     from hydra.types import RunMode
 
     from eva.cli.errors import full_errors, one_line
-    from eva.config.validate import fill_names, validate
+    from eva.config.validate import fill_names
     from eva.engine.timing import job_started_at
     from eva.errors import EvaError
 
@@ -69,8 +69,7 @@ def run_job(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        fill_names(cfg, dict(hydra_cfg.runtime.choices))
-        validate(cfg, list(hydra_cfg.overrides.task))
+        fill_names(cfg, dict(hydra_cfg.runtime.choices))  # the mode validates the rest
         launch = launch_context(cfg, hydra_cfg)
         launch.started_at = started
         results = run_mode(cfg, output_dir, launch)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from eva.config.validate import validate
 from eva.files import write_json
 from eva.modes import runtime
 from eva.optim import L1Penalty, build_optimizer
@@ -88,6 +89,8 @@ def find_max_lr(rt: runtime.Runtime) -> RangeTest:
 
 def find_lr(cfg, output_dir, launch: Launch | None = None) -> dict:
     """mode=lr_find: the range test alone; writes results.json and plots/lr_find.png."""
+    launch = launch or Launch()
+    validate(cfg, launch.overrides)
     rt = runtime.start(cfg, output_dir, launch)
     runtime.build(rt)
     runtime.start_run(rt, run_name=f"lr_find: {cfg.name}")

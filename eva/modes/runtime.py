@@ -1,6 +1,5 @@
-"""What every mode (train, test, lr_find) does before its own work.
-
-Check the config, open the tracking store (a dead server fails here, in seconds), share the
+"""What every mode (train, test, lr_find) does before its own work, once it has validated
+the config: open the tracking store (a dead server fails here, in seconds), share the
 CPU cores or pick the GPU of a sweep slot, seed, then load the data and build the model.
 """
 
@@ -12,7 +11,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from eva.config.validate import check_scheduler, validate
+from eva.config.validate import check_scheduler
 from eva.data import Data, build_data
 from eva.engine.device import auto_workers, resolve_device, slot_device, slot_threads
 from eva.engine.precision import Precision, build_precision, compiled
@@ -49,10 +48,10 @@ class Runtime:
 
 
 def start(cfg: DictConfig, output_dir: str | Path, launch: Launch | None = None) -> Runtime:
-    """Validate, seed, build the model (its output shape checked), open tracking, pick the
-    device. No data yet, no MLflow run: a bad config or model fails before either."""
+    """Seed, build the model (its output shape checked), open tracking, pick the device, for
+    a config the mode validated first (eva.config.validate). No data yet, no MLflow run: a
+    bad model fails before either."""
     launch = launch or Launch()
-    validate(cfg, launch.overrides)
     threads = slot_threads(cfg.threads, launch.slots)  # parallel sweep jobs share the cores
     if threads:
         torch.set_num_threads(threads)
