@@ -42,15 +42,20 @@ def copy_store(empty_store: Path, path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def run_cli(args, cwd, env=None, timeout=600):
+def run_cli(args, cwd, env=None, timeout=600, entry=None):
+    """The command line in a subprocess: `python train.py ARGS` in the clone, or `entry`
+    (PYTHON_M_EVA: the installed entry point, `python -m eva ARGS`)."""
     return subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *args],
+        [*(entry or [sys.executable, str(REPO / "train.py")]), *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
         env=env,
     )
+
+
+PYTHON_M_EVA = [sys.executable, "-m", "eva"]
 
 
 TINY_CLI = [
@@ -68,7 +73,7 @@ LONG = ["dataset.train_size=2048", "dataset.train_subset=null", "epochs=50"]
 def sigterm_after_first_epoch(args, cwd, uri: str, experiment: str, entry=None) -> tuple[int, str]:
     """Start train.py (or `entry`, e.g. python -m eva), wait until an epoch is on record in
     MLflow, send SIGTERM."""
-    entry = entry or [sys.executable, str(REPO / "train.py")]
+    entry = entry or [sys.executable, str(REPO / "train.py")]  # or PYTHON_M_EVA
     proc = subprocess.Popen(
         [*entry, *args, f"tracking.experiment={experiment}"],
         cwd=cwd,

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from helpers import REPO
+from helpers import PYTHON_M_EVA, REPO, run_cli
 
 EVA = REPO / "eva"
 
@@ -114,14 +114,7 @@ def test_a_new_model_inside_eva_is_one_py_and_one_yaml(tmp_path):
     env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
 
     def eva(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "eva", *args],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
-        )
+        return run_cli(args, tmp_path, env=env, timeout=300, entry=PYTHON_M_EVA)
 
     run = eva("debug=default", "model=wide", "model.width=6", "hydra.run.dir=run")
     assert run.returncode == 0, run.stderr

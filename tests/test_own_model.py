@@ -7,12 +7,19 @@ only because it sits in the launch folder, and its YAMLs join through hydra.sear
 
 import json
 import shutil
-import subprocess
-import sys
 
 import optuna
 import pytest
-from helpers import REPO, copy_store, experiment_name, png_size, runs_of, sigterm_after_first_epoch
+from helpers import (
+    PYTHON_M_EVA,
+    REPO,
+    copy_store,
+    experiment_name,
+    png_size,
+    run_cli,
+    runs_of,
+    sigterm_after_first_epoch,
+)
 from optuna.trial import TrialState
 
 EXAMPLE = REPO / "examples" / "own_model"
@@ -23,13 +30,7 @@ FMNIST = ["dataset=fashion_mnist", "dataset.train_subset=4000", "dataset.test_su
 
 
 def eva(*args, cwd, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "eva", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_cli(args, cwd, timeout=timeout, entry=PYTHON_M_EVA)
 
 
 def error_line(r) -> str:
@@ -253,9 +254,7 @@ def test_a_killed_run_of_the_own_model_resumes_to_the_end(lab, store, fmnist_roo
         "epochs=4", *FAST, "report.enabled=false", f"tracking.uri={store}", "hydra.run.dir=killed",
     ]  # fmt: skip
     experiment = experiment_name()
-    code, stderr = sigterm_after_first_epoch(
-        args, lab, store, experiment, entry=[sys.executable, "-m", "eva"]
-    )
+    code, stderr = sigterm_after_first_epoch(args, lab, store, experiment, entry=PYTHON_M_EVA)
     assert code == 130, stderr[-3000:]
     r = eva(*args, f"tracking.experiment={experiment}", "resume=true", cwd=lab)
     assert r.returncode == 0, r.stderr[-3000:]
