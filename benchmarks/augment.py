@@ -20,7 +20,17 @@ The JSON's "ratio" is B's images/s over A's for the first --augment (resnet by d
 import time
 
 import numpy as np
-from common import alternate, emit, machine, median, parser, set_threads, table
+from common import (
+    alternate,
+    command_line,
+    emit,
+    machine,
+    median,
+    parser,
+    publish,
+    set_threads,
+    table,
+)
 
 SIZE = 32
 
@@ -118,12 +128,13 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append([augment, "albumentations: per image, DataLoader, 0 workers", f"{a:,.0f}", "1"])
         rows.append([augment, f"batched: DeviceBatches on {device}", f"{b:,.0f}", f"{b / a:.2f}"])
 
-    print(
+    setup = (
         f"{n_images} random uint8 {SIZE}x{SIZE}x3 images, batch size {args.batch_size}, "
         f"torch threads {threads} (cv2 too: one core each side when 1), medians of "
-        f"{repeats} epochs per side, alternated\n"
+        f"{repeats} epochs per side, alternated"
     )
-    print(table(["augment", "backend", "img/s", "ratio"], rows))
+    results = table(["augment", "backend", "img/s", "ratio"], rows)
+    print(f"{setup}\n\n{results}")
     first = per_augment[args.augment[0]]
     result = {
         **first,
@@ -136,10 +147,14 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": threads,
         "machine": machine(),
     }
-    print(
-        f"\nratio = batched / albumentations img/s for augment={args.augment[0]}: "
+    summary = (
+        f"ratio = batched / albumentations img/s for augment={args.augment[0]}: "
         f"{first['ratio']:.2f}"
     )
+    print(f"\n{summary}")
+    if args.publish:
+        markdown = f"{setup}.\n\n{results}\n\n{summary}."
+        publish("performance.md", "augment", markdown, command_line(__file__, argv))
     return emit(result)
 
 

@@ -22,7 +22,18 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from common import alternate, emit, machine, median, parser, set_threads, table, timed
+from common import (
+    alternate,
+    command_line,
+    emit,
+    machine,
+    median,
+    parser,
+    publish,
+    set_threads,
+    table,
+    timed,
+)
 
 
 @contextmanager
@@ -152,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     # machine hits both sides of a pair, so the median of the pairs' ratios is steadier.
     pairs = [p / e for e, p in zip(seconds["eva"], seconds["plain"], strict=True)]
     ratio = median(pairs)
-    print(
+    setup = (
         f"{args.model}, {images} synthetic 32x32 images + {args.test_images} test, batch "
         f"{args.batch_size}, {threads} thread(s), {rt.device}; {repeats} epochs per side, "
         "alternated, medians"
@@ -161,11 +172,15 @@ def main(argv: list[str] | None = None) -> dict:
         [side, f"{median(s):.2f}", " ".join(f"{x:.2f}" for x in s), f"{rate[side]:.0f}"]
         for side, s in seconds.items()
     ]
-    print(table(["loop", "epoch s (median)", "every epoch s", "img/s"], rows))
-    print(
+    results = table(["loop", "epoch s (median)", "every epoch s", "img/s"], rows)
+    summary = (
         f"ratio eva/plain img/s = {ratio:.3f} (median of the {repeats} pairs: "
         f"{' '.join(f'{r:.3f}' for r in pairs)}; of the medians: {rate['eva'] / rate['plain']:.3f})"
     )
+    print(setup, results, summary, sep="\n")
+    if args.publish:
+        markdown = f"{setup}.\n\n{results}\n\n{summary}."
+        publish("performance.md", "overhead", markdown, command_line(__file__, argv))
     return emit(
         {
             "benchmark": "overhead",

@@ -3,21 +3,25 @@
     python benchmarks/results.py                      # run all rows (~42 min on 2 CPU cores), print
     python benchmarks/results.py --rows session6      # only some rows
     python benchmarks/results.py --read-only          # print the table from the runs on record
+    python benchmarks/results.py --read-only --publish    # ... and write it into docs/results.md
 
 Each row is one `python train.py ...` command, run as a user would type it, plus where to
 record: its own MLflow experiment (`--experiment`, default fashion-mnist-results) in
 `--uri` (default sqlite:///mlflow.db in the working directory), run name = row name.
 Every number printed comes back from MLflow (the newest FINISHED run of each row name), so
-the table in the README is what the runs recorded, never typed in by hand.
+the table in the docs is what the runs recorded, never typed in by hand. `--publish` writes
+it into the block `results` of docs/results.md, dated by the days the runs started, with
+each command as a user of the package types it (`python -m eva ...`).
 """
 
+import datetime
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import REPO, emit, machine, parser, table
+from common import REPO, command_line, emit, machine, parser, publish, table
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,19 @@ def run_row(row: Row, args, extra: tuple[str, ...]) -> int:
     return subprocess.run(command).returncode
 
 
+def started_on(start_time_ms: int) -> str:
+    """The day (YYYY-MM-DD, local time) an MLflow run started."""
+    return datetime.datetime.fromtimestamp(start_time_ms / 1000).date().isoformat()
+
+
+def measured_on(results: list[dict]) -> str | None:
+    """The day the rows' runs started, or the first and last day when they span several."""
+    days = sorted({r["started"] for r in results})
+    if not days:
+        return None
+    return days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
+
+
 def read_back(uri: str, experiment: str, rows: list[Row]) -> list[dict]:
     """The newest FINISHED run of each row, as table cells (missing rows are left out)."""
     from mlflow import MlflowClient
@@ -138,6 +155,8 @@ def read_back(uri: str, experiment: str, rows: list[Row]) -> list[dict]:
                 # the optimizer's starting LR
                 "peak_lr": float(p.get("scheduler.max_lr", p["optimizer.lr"])),
                 "command": "python train.py " + " ".join(row.args),
+                "arguments": " ".join(row.args),
+                "started": started_on(run.info.start_time),
                 "run_id": run.info.run_id,
             }
         )
@@ -157,6 +176,8 @@ HEADERS = [
 
 
 def markdown(results: list[dict]) -> str:
+    """The table. Each command is shown as a user types it: `python -m eva` is the same
+    command as the `python train.py` this script runs in the checkout."""
     rows = [
         [
             r["model"],
@@ -166,21 +187,33 @@ def markdown(results: list[dict]) -> str:
             f"**{100 * r['best_test_acc']:.2f}%**",
             f"{r['parameters']:,}",
             f"{r['seconds'] / 60:.1f} min",
-            f"`{r['command']}`",
+            f"`python -m eva {r['arguments']}`",
         ]
         for r in results
     ]
     return table(HEADERS, rows)
 
 
-def main() -> None:
-    p = parser("Train every model on Fashion-MNIST; print the README's results table.")
+def publish_table(results: list[dict], experiment: str, argv: list[str] | None) -> None:
+    if not results:
+        sys.exit("Error: --publish: no finished run to publish")
+    about = (
+        f"Each row is the newest FINISHED run of its name in MLflow experiment `{experiment}`, "
+        "read back from MLflow. Test accuracy is the best epoch's, on the test split; wall "
+        "time is the whole run."
+    )
+    text = f"{about}\n\n{markdown(results)}"
+    publish("results.md", "results", text, command_line(__file__, argv), measured_on(results))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser("Train every model on Fashion-MNIST; print the docs' results table.")
     p.add_argument("--rows", nargs="+", choices=[r.name for r in ROWS], help="default: all")
     p.add_argument("--read-only", action="store_true", help="only read the recorded runs back")
     p.add_argument("--uri", default=f"sqlite:///{Path.cwd() / 'mlflow.db'}")
     p.add_argument("--experiment", default="fashion-mnist-results")
     p.add_argument("--outputs", default="outputs/results", help="hydra.run.dir of each row")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     rows = [r for r in ROWS if args.rows is None or r.name in args.rows]
     threads = () if args.threads is None else (f"threads={args.threads}",)
     if not args.read_only:
@@ -190,6 +223,8 @@ def main() -> None:
                 sys.exit(f"Error: row {row.name} failed (command above)")
     results = read_back(args.uri, args.experiment, rows)
     print("\n" + markdown(results), flush=True)
+    if args.publish:
+        publish_table(results, args.experiment, argv)
     emit({"rows": results, "machine": machine(), "quick": bool(args.quick)})
 
 

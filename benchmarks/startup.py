@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, alternate, emit, machine, median, parser, table
+from common import REPO, alternate, command_line, emit, machine, median, parser, publish, table
 
 
 def fashion_mnist_here() -> bool:
@@ -150,12 +150,17 @@ def main(argv: list[str] | None = None) -> dict:
         run_args.append(f"threads={args.threads}")
     with tempfile.TemporaryDirectory(prefix="eva-startup-") as cwd:
         rows, measured = measure(run_args, Path(cwd), repeats, others)
-    print(
-        f"train.py {' '.join(run_args)}\nmedians of {repeats} alternated launches of each "
-        f"kind, {others} of --help and --cfg job, 1 for the first launch"
+    launched = f"train.py {' '.join(run_args)}"
+    counts = (
+        f"medians of {repeats} alternated launches of each kind, {others} of --help and "
+        "--cfg job, 1 for the first launch"
     )
     headers = ["command", "first batch after (s)", "÷ plain", "whole command (s)"]
-    print(table(headers, rows))
+    results = table(headers, rows)
+    print(launched, counts, results, sep="\n")
+    if args.publish:
+        markdown = f"Each launch: `python {launched}`; {counts}.\n\n{results}"
+        publish("performance.md", "startup", markdown, command_line(__file__, argv))
     return emit(
         {
             "benchmark": "startup",

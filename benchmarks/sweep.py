@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, alternate, emit, machine, median, parser, table
+from common import REPO, alternate, command_line, emit, machine, median, parser, publish, table
 
 TRAIN = REPO / "train.py"
 WORKERS = 2  # side A's processes; side B uses as many threads in one process
@@ -109,6 +109,11 @@ def shown(command: list[str]) -> str:
     if command[1:3] == ["-m", "eva.sweep.workers"]:
         return f"eva-sweep {command[3]} ... {command[-1]}"
     return f"python train.py -m ... {command[-1]}"
+
+
+def shown_overrides(overrides: list[str]) -> list[str]:
+    """The overrides as the docs show them: the data folder of this machine as <root>."""
+    return ["dataset.root=<root>" if o.startswith("dataset.root=") else o for o in overrides]
 
 
 def child_env() -> dict[str, str]:
@@ -329,15 +334,27 @@ def main(argv: list[str] | None = None) -> dict:
                 "/".join(str(c) for c in result[f"{name}_complete"]) + f" of {args.trials}",
             ]
         )
-    print()
-    print(table(["how", "command", "wall s", "per trial s", "trials COMPLETE"], rows))
+    results = table(["how", "command", "wall s", "per trial s", "trials COMPLETE"], rows)
+    print(f"\n{results}")
     busiest = max((c for side in SIDES for c in result[f"{side}_others_cores"] if c), default=0)
+    noisy = f"other processes took up to {busiest:.2f} cores during a run: noisy"
     if busiest > 0.2:
-        print(f"\nwarning: other processes took up to {busiest:.2f} cores during a run: noisy")
-    print(
-        f"\nratio = 1x{WORKERS} wall / {WORKERS}x1 wall = {result['ratio']:.2f} "
+        print(f"\nwarning: {noisy}")
+    summary = (
+        f"ratio = 1x{WORKERS} wall / {WORKERS}x1 wall = {result['ratio']:.2f} "
         f"(> 1: {WORKERS} one-thread workers are faster; medians of {args.repeats} run(s))"
     )
+    print(f"\n{summary}")
+    if args.publish:
+        setup = (
+            f"{args.trials} trials of 1 epoch, {dataset}, train {args.train_subset} / test "
+            f"{args.test_subset} images, {args.repeats} run(s) per side; shared overrides: "
+            f"`{' '.join(shown_overrides(overrides))}`"
+        )
+        parts = [setup + ".", results, summary + "."]
+        parts += [f"Warning: {noisy}."] if busiest > 0.2 else []
+        markdown = "\n\n".join(parts)
+        publish("sweeps.md", "sweep-workers", markdown, command_line(__file__, argv))
     result.update(
         dataset=dataset,
         train_subset=args.train_subset,

@@ -3,10 +3,17 @@
 Each case runs `train.py` in this process (runpy, as `python train.py ...` would, ~0.3 s a
 case instead of ~5 s for a new interpreter); test_the_real_command_line... checks that a
 real process behaves the same.
+
+The table of docs/resume-and-errors.md (block `errors`) is a snapshot of these cases: each
+case also checks that the table has its row, with the line it actually printed. After a
+message changes, `EVA_UPDATE_DOCS=1 python -m pytest tests/test_errors.py` rewrites the
+table from the lines printed.
 """
 
 import os
+import re
 import runpy
+import shlex
 import subprocess
 import sys
 
@@ -14,6 +21,10 @@ import pytest
 import torch
 from helpers import REPO, TINY_CLI, copy_store, run_cli
 from mlflow import MlflowClient
+
+if str(REPO / "tools") not in sys.path:
+    sys.path.insert(0, str(REPO / "tools"))  # tools/blocks.py: the docs' generated blocks
+from blocks import code, read_block, replace_block, table, table_row  # noqa: E402
 
 TRAIN = str(REPO / "train.py")
 RUN = ["batch_size=32", "epochs=1", "threads=1", "progress=false", "report.enabled=false"]
@@ -166,6 +177,87 @@ CASES = [
 ]
 
 
+# --------------------------------------------------------------------------- the docs' table
+
+DOCS_PAGE = REPO / "docs" / "resume-and-errors.md"
+DOCS_BLOCK = "errors"
+UPDATE_DOCS = os.environ.get("EVA_UPDATE_DOCS") == "1"
+HOW_TO_UPDATE = "EVA_UPDATE_DOCS=1 python -m pytest tests/test_errors.py"
+HEADERS = ["input", "prints"]
+ABOUT = (
+    "Each input below is run by `tests/test_errors.py` as `python train.py INPUT`, with a "
+    f"tiny run added: {code(' '.join(RUN))}, plus {code(' '.join(SYNTHETIC))} unless the "
+    f"input picks a dataset and {code(' '.join(TINY_MODEL))} unless it picks a model. "
+    "`<dir>` is a folder of prepared files (a trained session6 run, a torch file eva did not "
+    "write, a text file, an empty folder and corrupt copies of the datasets), `<launch dir>` "
+    "the folder the command runs in, `<run dir>` its `hydra.run.dir`."
+)
+
+
+def as_typed(args: list[str]) -> str:
+    """The arguments as one types them in a shell: quoted where the shell needs it, but
+    not for the <placeholders>."""
+    return " ".join(shlex.quote(a) if re.search(r"[\s()'\"*?;&$]", a) else a for a in args)
+
+
+def placeholders(files: dict, launch_dir=None, run=None) -> list[tuple[str, str]]:
+    """(path, placeholder) pairs, longest path first: these paths differ on every run."""
+    pairs = {str(files["text"].parent): "<dir>"}
+    if run is not None:
+        pairs[str(run)] = "<run dir>"
+    if launch_dir is not None:
+        pairs[str(launch_dir)] = "<launch dir>"
+    return sorted(pairs.items(), key=lambda pair: -len(pair[0]))
+
+
+def normalise(text: str, pairs: list[tuple[str, str]]) -> str:
+    for path, placeholder in pairs:
+        text = text.replace(path, placeholder)
+    return text
+
+
+def input_cell(args: list[str], files: dict) -> str:
+    """The case's arguments as typed, the prepared files named by their <dir> paths."""
+    shown = {name: normalise(str(path), placeholders(files)) for name, path in files.items()}
+    return code(as_typed([a.format(**shown) for a in args]))
+
+
+def docs_row(args: list[str], line: str, files: dict, pairs) -> str:
+    return table_row([input_cell(args, files), code(normalise(line, pairs))])
+
+
+def documented_rows() -> list[str]:
+    return [line for line in read_block(DOCS_PAGE, DOCS_BLOCK).splitlines() if line]
+
+
+def write_docs_table(rows: dict[str, str], files: dict) -> None:
+    """The block from the rows of the cases that ran, in CASES order; a case that did not
+    run this time (-k) keeps the row it has, a case no longer in CASES loses its row."""
+    documented = documented_rows()
+    ordered = []
+    for case, args, _ in CASES:
+        if case in rows:
+            ordered.append(rows[case])
+            continue
+        first_cell = f"| {input_cell(args, files)} |"
+        ordered += [line for line in documented if line.startswith(first_cell)][:1]
+    header = table(HEADERS, [])
+    replace_block(DOCS_PAGE, DOCS_BLOCK, f"{ABOUT}\n\n{header}\n" + "\n".join(ordered) + "\n")
+
+
+@pytest.fixture(scope="module")
+def docs_rows(files):
+    """{case: its docs row, from the line it printed}; with EVA_UPDATE_DOCS=1 they are
+    written into the docs' table once every case has run."""
+    rows: dict[str, str] = {}
+    yield rows
+    if UPDATE_DOCS and rows:
+        write_docs_table(rows, files)
+
+
+# --------------------------------------------------------------------------- the cases
+
+
 def run_in_process(args: list[str], capsys) -> tuple[int, str, str]:
     argv = sys.argv
     sys.argv = [TRAIN, *args]
@@ -182,7 +274,7 @@ def run_in_process(args: list[str], capsys) -> tuple[int, str, str]:
 
 @pytest.mark.parametrize(("case", "args", "expected"), CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_exit_1_and_leaves_nothing(
-    case, args, expected, store, files, tmp_path, capsys, monkeypatch
+    case, args, expected, store, files, docs_rows, tmp_path, capsys, monkeypatch
 ):
     # CIFAR-10 offline, for certain: the download goes to a proxy port nobody listens on.
     # urllib keeps the opener (with its proxies) it builds first: a fresh one here, and the
@@ -220,6 +312,13 @@ def test_bad_input_is_one_line_exit_1_and_leaves_nothing(
         [e.experiment_id for e in client.search_experiments()], "attributes.status = 'RUNNING'"
     )
     assert not running, [r.info.run_name for r in running]
+
+    row = docs_row(args, lines[0], files, placeholders(files, tmp_path, run))
+    docs_rows[case] = row
+    if not UPDATE_DOCS:
+        assert row in documented_rows(), (
+            f"{DOCS_PAGE.relative_to(REPO)}: the errors table has no row {row}; run {HOW_TO_UPDATE}"
+        )
 
 
 def test_the_real_command_line_prints_one_line_or_the_traceback_on_request(tmp_path):

@@ -1,4 +1,4 @@
-"""Defects found by review and by trying bad input (issue 18), one regression test each.
+"""Defects found by review and by trying bad input, one regression test each.
 The one-line errors for bad input live with their kind: tests/test_config.py,
 tests/test_errors.py, tests/test_sweep_input.py."""
 

@@ -150,7 +150,7 @@ def test_sweeping_the_presets_sums_their_runs_up_on_the_sweeps_parent(tmp_path, 
 def test_results_script_runs_a_row_and_prints_what_mlflow_recorded(
     fmnist_root, tmp_path, fresh_store
 ):
-    """benchmarks/results.py --quick: the README table's row, run and read back from MLflow."""
+    """benchmarks/results.py --quick: the results table's row, run and read back from MLflow."""
     import json
     import subprocess
     import sys
@@ -179,7 +179,7 @@ def test_results_script_runs_a_row_and_prints_what_mlflow_recorded(
     assert run_.data.params["model.variant"] == "stable"
     cells = [f"| **{100 * row['best_test_acc']:.2f}%** ", f"| {row['parameters']:,} "]
     assert all(cell in out for cell in cells)
-    assert "`python train.py experiment=session9 dataset=fashion_mnist model.variant=stable" in out
+    assert "`python -m eva experiment=session9 dataset=fashion_mnist model.variant=stable" in out
 
     again, reread = run("--read-only", "--rows", "ultimus-stable", "quickstart")
     assert reread["rows"] == result["rows"] and all(cell in again for cell in cells)

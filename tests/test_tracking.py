@@ -372,6 +372,14 @@ def test_real_mlflow_server_over_http(compose, tmp_path, monkeypatch):
 
         logged = load_logged_model(uri, results["mlflow_model_uri"], monkeypatch)
         assert logged(torch.from_numpy(np.zeros((3, 3, 32, 32), np.float32))).shape == (3, 10)
+
+        # 127.1 is 127.0.0.1, but a host name outside the server's --allowed-hosts: it
+        # answers /health and refuses the API, so the check must name the flag.
+        from eva.tracking.store import check_reachable
+
+        refused = f"http://127.1:{port}"
+        with pytest.raises(EvaError, match=r"refuses the host name 127\.1 .*--allowed-hosts"):
+            check_reachable(refused, timeout=5)
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # stop it by PID (the group it leads)
         try:

@@ -29,7 +29,7 @@ eva: train image classifiers on CIFAR-10 (and Fashion-MNIST), composed by Hydra.
 Config groups (GROUP=OPTION):
 {groups}
 
-Speed (README "Performance"): augment.backend=torch precision=bf16 channels_last=true
+Speed (docs/performance.md): augment.backend=torch precision=bf16 channels_last=true
 compile=true dataset.num_workers=N
 
 Config{overridden} (any key can be set: KEY=VALUE; a new key: +KEY=VALUE):

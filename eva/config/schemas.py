@@ -118,7 +118,7 @@ GROUP_KEYS: dict[str, type] = {
 class TrackingConfig:
     """Where and what a run records in MLflow (eva/tracking)."""
 
-    enabled: bool = True
+    enabled: bool = True  # false: no MLflow run, no store opened
     # null: $MLFLOW_TRACKING_URI if set, else sqlite:///<launch dir>/mlflow.db.
     # Also sqlite:///other.db (relative to the launch dir) or http://host:port of a server.
     uri: str | None = None
@@ -139,8 +139,8 @@ class TrackingConfig:
 class LrFindConfig:
     """The LR range test (mode=lr_find, scheduler.max_lr=find): eva/optim/lr_range.py."""
 
-    start_lr: float = 1e-7
-    end_lr: float = 10.0
+    start_lr: float = 1e-7  # the first LR of the test
+    end_lr: float = 10.0  # the last, unless the loss diverges before
     num_iter: int = 100  # optimizer steps, LR growing exponentially from start_lr to end_lr
     # Weight of each new loss in the running average; the plotted curve is averaged forwards
     # and backwards, so it does not lag behind the LR.
@@ -153,11 +153,11 @@ class LrFindConfig:
 class ReportConfig:
     """Plots and per-class numbers after training and in mode=test: eva/report/."""
 
-    enabled: bool = True
+    enabled: bool = True  # false: no plots and no per-class report
     samples: int = 32  # augmented training images in the samples grid
     misclassified: int = 24  # most confident mistakes shown
     gradcam: int = 12  # of those, explained with GradCAM heat maps
-    dpi: int = 110
+    dpi: int = 110  # resolution of the PNGs
 
 
 # --------------------------------------------------------------------------- run
@@ -173,9 +173,9 @@ class TrainConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     name: str = "${model.name}-${dataset.name}"  # names the output folder
     mode: Mode = Mode.train
-    seed: int = 1
-    epochs: int = 24
-    batch_size: int = 128
+    seed: int = 1  # seeds python, numpy, torch and the training order and augmentations
+    epochs: int = 24  # passes over the training split
+    batch_size: int = 128  # images per optimizer step (training and evaluation)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int | None = None  # torch CPU threads; null = torch's default
     l1_weight: float = 0.0  # lambda of the L1 penalty on conv/linear weights
@@ -184,8 +184,9 @@ class TrainConfig:
     # Deterministic GPU kernels (slower): bit-identical reruns and resumes on CUDA as on CPU.
     deterministic: bool = False
     progress: bool = True  # per-batch progress bar (per-epoch log lines are always written)
-    # How the net computes (eva/engine/precision.py); for GPUs, off by default:
-    precision: PrecisionName = PrecisionName.fp32  # autocast dtype (fp16 adds a GradScaler)
+    # How the net computes, for GPUs (eva/engine/precision.py); off by default.
+
+    precision: PrecisionName = PrecisionName.fp32  # autocast dtype
     channels_last: bool = False  # NHWC memory layout (faster tensor-core convolutions)
     compile: bool = False  # torch.compile the model (the first steps wait for compilation)
     lr_find: LrFindConfig = field(default_factory=LrFindConfig)

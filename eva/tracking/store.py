@@ -110,17 +110,28 @@ def redact(uri: str) -> str:
 def check_reachable(uri: str, timeout: float) -> None:
     """Fail in seconds, before any training, when a tracking server does not answer.
 
-    (MLflow's own client retries with back-off for minutes before it gives up.)
+    (MLflow's own client retries with back-off for minutes before it gives up.) It asks the
+    REST API, not /health: MLflow's server answers /health for any host name but refuses
+    API calls addressed to a name outside its --allowed-hosts, which would fail the run at
+    its first real call instead.
     """
     if not is_http(uri):
         return
-    url = uri.rstrip("/") + "/health"
+    url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            if response.status == 200:
-                return
-            reason = f"HTTP {response.status}"
+        with urllib.request.urlopen(url, timeout=timeout):
+            return
     except urllib.error.HTTPError as e:
+        body = e.read(200).decode(errors="replace")
+        if e.code in (401, 404):  # it answers: credentials are the client's, Default may be gone
+            return
+        if e.code == 403 and "Invalid Host header" in body:
+            host = urlsplit(uri).hostname
+            raise EvaError(
+                f"tracking.uri={redact(uri)}: the MLflow server refuses the host name {host} "
+                f"(Invalid Host header); start it with --allowed-hosts '{host}:*', or use "
+                "a name it allows"
+            ) from None
         reason = f"HTTP {e.code}"
     except (urllib.error.URLError, OSError) as e:
         reason = str(getattr(e, "reason", e))

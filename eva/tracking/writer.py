@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -110,9 +111,15 @@ class Writer:
 
     def __init__(self):
         ours, theirs = socket.socketpair()
+        # The child imports this same eva, also when it runs from a checkout that is not
+        # installed (`python path/to/train.py` puts the checkout on sys.path, not on PYTHONPATH).
+        here = str(Path(__file__).resolve().parents[2])
+        path = os.environ.get("PYTHONPATH")
+        env = {**os.environ, "PYTHONPATH": here if not path else here + os.pathsep + path}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "eva.tracking.writer", str(theirs.fileno())],
             pass_fds=(theirs.fileno(),),
+            env=env,
             start_new_session=True,  # Ctrl-C and group signals reach the run, not the writer
         )
         theirs.close()

@@ -63,7 +63,7 @@ class MedianPrunerConfig(PrunerConfig):
     # Stop a trial whose epoch score is below the median of earlier trials at that epoch.
     _target_: str = "optuna.pruners.MedianPruner"
     n_startup_trials: int = 5  # finished trials before anything is pruned
-    n_warmup_steps: int = 1  # epochs a trial always runs
+    n_warmup_steps: int = 1  # epochs (counted from 1) below this are never pruned
     interval_steps: int = 1
 
 
