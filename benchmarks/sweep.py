@@ -49,15 +49,12 @@ def fashion_mnist_missing(root: Path) -> str | None:
 
     Loading it here also unpacks the Debian copy once, so neither side pays for that.
     """
-    from types import SimpleNamespace
-
-    from eva.data.datasets import load_split
+    from eva.data.datasets import fashion_mnist
     from eva.errors import EvaError
 
-    cfg = SimpleNamespace(name="fashion_mnist", root=str(root), download=False)
     try:
         for train in (True, False):
-            load_split(cfg, train)
+            fashion_mnist(train, root, download=False)
     except (EvaError, OSError) as e:
         return str(e).splitlines()[0]
     return None

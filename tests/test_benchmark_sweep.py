@@ -86,3 +86,18 @@ def test_machine_busy_counts_up(bench):
         pytest.skip("no /proc/stat")
     sum(range(200_000))  # some CPU
     assert bench.machine_busy() >= before >= 0
+
+
+def test_data_check_loads_fashion_mnist_where_the_jobs_will(bench, tmp_path):
+    """The check the benchmark runs before any sweep, on eva's real loader: an empty folder
+    is filled from the Debian package; a folder it cannot fill is named, in one line."""
+    from eva.data.datasets import DEBIAN_FASHION_MNIST
+
+    if not DEBIAN_FASHION_MNIST.is_dir():
+        pytest.skip("needs the Debian package dataset-fashion-mnist")
+    assert bench.fashion_mnist_missing(tmp_path / "data") is None
+    assert any((tmp_path / "data").rglob("train-images-idx3-ubyte"))
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    why = bench.fashion_mnist_missing(blocked)
+    assert why and "\n" not in why

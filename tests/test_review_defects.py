@@ -86,3 +86,30 @@ def test_mode_test_knows_the_whole_test_split_is_the_same_for_any_seed(compose):
     assert not same_split(compose("dataset=synthetic", "dataset.test_subset=32", "seed=7"), subset)
     assert same_split(compose("dataset=synthetic", "dataset.test_subset=32", "seed=1"), subset)
     assert not same_split(compose("dataset=synthetic", "seed=1"), subset)
+
+
+def test_two_writers_of_one_file_never_rename_each_others_temporary(tmp_path):
+    """Two eva-sweep workers that both see the study end write optimization_results.yaml at
+    once; with one shared temporary name, one renamed the other's file away and crashed."""
+    import threading
+
+    from eva.files import write_text
+
+    target = tmp_path / "optimization_results.yaml"
+    errors: list[BaseException] = []
+
+    def writer(text: str) -> None:
+        try:
+            for _ in range(300):
+                write_text(target, text)
+        except BaseException as e:  # any failure of a writer fails the test
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(f"worker {k}\n" * 200,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    assert target.read_text() in {"worker 0\n" * 200, "worker 1\n" * 200}  # one whole file
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no temporary left

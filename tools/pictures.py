@@ -4,7 +4,7 @@
     python tools/pictures.py --dpi 80        # smaller files
 
 The pictures are what a user's own run writes to <run dir>/plots/, never drawn by hand:
-the session-6 net on part of Fashion-MNIST for two epochs, with the course's session-6
+the session-6 net on part of Fashion-MNIST for six epochs, with the course's session-6
 augmentation and the one-cycle peak found by the LR range test first, so that every plot
 of a training run is there (lr_find.png included). Nothing is recorded in MLflow and
 nothing is left behind but the pictures. Data: Fashion-MNIST under $EVA_DATA, else unpacked
@@ -35,7 +35,7 @@ RUN = (
     "model=session6",
     "dataset=fashion_mnist",
     "augment=session6",
-    "epochs=2",
+    "epochs=6",
     "dataset.train_subset=10000",
     "dataset.test_subset=2000",
     "scheduler.max_lr=find",
