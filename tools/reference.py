@@ -37,6 +37,7 @@ from eva.cli.help import config_groups  # noqa: E402
 from eva.config import CONF_DIR, schemas  # noqa: E402
 from eva.config.options import HYDRA_KEYS, TARGET  # noqa: E402
 from eva.config.validate import PROVIDED  # noqa: E402
+from eva.tracking.params import override_value as yaml_value  # noqa: E402
 
 PAGE = REPO / "docs" / "configuration.md"
 BLOCK = "configuration-reference"
@@ -49,19 +50,6 @@ SCHEMA_FILE = "eva/config/schemas.py"
 
 
 # --------------------------------------------------------------------------- values
-
-
-def yaml_value(value) -> str:
-    """A value as it is written in a YAML or an override (null, true, [1, 2], 1e-07)."""
-    if isinstance(value, enum.Enum):
-        return str(value.value)
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(yaml_value(v) for v in value) + "]"
-    return str(value)
 
 
 # --------------------------------------------------------------------------- source comments
