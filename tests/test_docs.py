@@ -25,7 +25,7 @@ BEGIN = re.compile(r"^<!-- begin generated: ([\w-]+)")
 def written_files() -> list[Path]:
     """Docs and the code and configs users read (tests are excluded: they quote bad input)."""
     files = [README, *DOCS.glob("*.md")]
-    for folder in ["eva", "hydra_plugins", "benchmarks", "tools", "examples"]:
+    for folder in ["eva", "sweeper", "benchmarks", "tools", "examples"]:
         for pattern in ["*.py", "*.yaml", "*.md", "*.toml"]:
             files += (REPO / folder).rglob(pattern)
     return [f for f in files if ".egg-info" not in str(f)]

@@ -1,5 +1,6 @@
 """The package's shape: no import cycles (function-level imports and the parent packages
-an import runs included), and a new model inside eva is one .py plus one YAML."""
+an import runs included), the sweeper below eva and never the other way round, and a new
+model inside eva is one .py plus one YAML."""
 
 import ast
 import shutil
@@ -10,15 +11,19 @@ import textwrap
 from helpers import PYTHON_M_EVA, REPO, run_cli
 
 EVA = REPO / "eva"
+SWEEPER = REPO / "sweeper"  # evasweep and the Hydra plugin: a distribution of their own
 
 
 def modules() -> dict:
+    """Module name -> file, for eva, evasweep and the plugin (hydra_plugins.*)."""
     found = {}
-    for path in EVA.rglob("*.py"):
-        parts = list(path.relative_to(REPO).with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts = parts[:-1]
-        found[".".join(parts)] = path
+    sources = [(REPO, EVA), (SWEEPER, SWEEPER / "evasweep"), (SWEEPER, SWEEPER / "hydra_plugins")]
+    for root, folder in sources:
+        for path in folder.rglob("*.py"):
+            parts = list(path.relative_to(root).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            found[".".join(parts)] = path
     return found
 
 
@@ -84,6 +89,19 @@ def test_eva_has_no_import_cycles():
     known = modules()
     graph = {m: imports_of(m, p, known) for m, p in known.items()}
     assert cycles(graph) == []
+
+
+def test_the_sweeper_never_imports_eva():
+    """evasweep and its Hydra plugin are installable on their own (tests/
+    test_sweeper_standalone.py): eva uses them through evasweep.integration, not back."""
+    known = modules()
+    sweeper = [m for m in known if m.startswith(("evasweep", "hydra_plugins"))]
+    assert "evasweep.runner" in sweeper and "hydra_plugins.eva_optuna_sweeper.sweeper" in sweeper
+    into_eva = {
+        m: sorted(i for i in imports_of(m, known[m], known) if i.split(".")[0] == "eva")
+        for m in sweeper
+    }
+    assert {m: found for m, found in into_eva.items() if found} == {}
 
 
 def test_a_new_model_inside_eva_is_one_py_and_one_yaml(tmp_path):

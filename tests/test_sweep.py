@@ -24,10 +24,9 @@ from optuna.trial import TrialState
 from postgres import find_pg_bin, throwaway_cluster
 
 from eva.engine import device as devices
-from eva.errors import EvaError
-from eva.sweep.runner import derived_seed
-from eva.sweep.space import grid, parse_space, trial_overrides
-from eva.sweep.study import default_study_name, identity, resolve_storage
+from eva.sweep.integration import EvaIntegration
+from evasweep.space import parse_space, trial_overrides
+from evasweep.study import default_study_name, identity, resolve_storage
 
 # ----------------------------------------------------------------------------- params syntax
 
@@ -82,62 +81,39 @@ def test_params_syntax_round_trips():
     ]
 
 
-@pytest.mark.parametrize(
-    "value, message",
-    [
-        ("interval(0.5, 0.1)", "interval needs low < high"),
-        ("tag(log, interval(0.0, 1.0))", "a log interval needs low > 0"),
-        ("interval(0.1,", "cannot parse"),
-    ],
-)
-def test_bad_params_fail_with_one_line_naming_them(value, message):
-    with pytest.raises(EvaError, match=message) as info:
-        parse_space({"model.dropout": value}, [])
-    assert "\n" not in str(info.value)
-
-
-def test_grid_lists_every_point_and_refuses_continuous_ranges():
-    space = parse_space({"a": "choice(1, 2)", "b": "range(0.0, 0.5, 0.25)"}, [])
-    assert grid(space) == {"a": [1, 2], "b": [0.0, 0.25, 0.5]}
-    with pytest.raises(EvaError, match="sampler=grid needs finite values; c"):
-        grid(parse_space({"c": "interval(0.0, 1.0)"}, []))
-
-
 # ----------------------------------------------------------------------------- study identity
 
 
 def test_default_storage_sits_next_to_the_mlflow_store(compose, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    tracking = compose().tracking
-    assert resolve_storage(None, tracking, tmp_path) == f"sqlite:///{tmp_path}/optuna.db"
-    other = compose(f"tracking.uri=sqlite:///{tmp_path}/runs/team.db").tracking
-    assert resolve_storage(None, other, tmp_path) == f"sqlite:///{tmp_path}/runs/optuna.db"
-    server = compose("tracking.uri=http://mlflow:5000").tracking
-    assert resolve_storage(None, server, tmp_path) == f"sqlite:///{tmp_path}/optuna.db"
-    assert resolve_storage("s.db", tracking, tmp_path) == f"sqlite:///{tmp_path}/s.db"
+
+    def storage(given, *overrides):
+        default = EvaIntegration().default_storage(compose(*overrides), tmp_path)
+        return resolve_storage(given, default, tmp_path)
+
+    assert storage(None) == f"sqlite:///{tmp_path}/optuna.db"
+    other = f"tracking.uri=sqlite:///{tmp_path}/runs/team.db"
+    assert storage(None, other) == f"sqlite:///{tmp_path}/runs/optuna.db"
+    assert storage(None, "tracking.uri=http://mlflow:5000") == f"sqlite:///{tmp_path}/optuna.db"
+    assert storage(None, "tracking.enabled=false") == f"sqlite:///{tmp_path}/optuna.db"
+    assert storage("s.db", other) == f"sqlite:///{tmp_path}/s.db"
     pg = "postgresql+psycopg2://u:p@db:5432/optuna"
-    assert resolve_storage(pg, tracking, tmp_path) == pg
+    assert storage(pg) == pg
 
 
 def test_study_name_follows_what_trials_train_not_how_they_run():
     params = {"model.dropout": "interval(0.0, 0.3)"}
 
     def name(*args):
-        return default_study_name("m-d", identity(parse_space(params, list(args)), "maximize"))
+        space = parse_space(params, list(args))
+        ident = identity(space, ["maximize"], EvaIntegration().in_identity)
+        return default_study_name("m-d", ident)
 
     same = name("epochs=1", "model=session6")
     assert same.startswith("m-d-")
     assert name("model=session6", "epochs=1", "progress=false", "device=cpu") == same
     assert name("epochs=1", "model=session6", "tracking.experiment=x", "threads=1") == same
     assert name("epochs=2", "model=session6") != same  # other training: another study
-
-
-def test_sampler_seeds_differ_per_resume_and_worker_and_repeat_otherwise():
-    assert derived_seed(None, 0, 0) is None
-    seeds = {derived_seed(1, n, w) for n in (0, 4) for w in (0, 1)}
-    assert len(seeds) == 4
-    assert derived_seed(1, 4, 1) == derived_seed(1, 4, 1)
-    assert derived_seed(1, 0, 0, "host-a") != derived_seed(1, 0, 0, "host-b")
 
 
 def test_parallel_jobs_get_their_own_gpu_and_share_the_cpu_cores(monkeypatch):

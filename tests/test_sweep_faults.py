@@ -22,8 +22,10 @@ from helpers import REPO, TINY_CLI, experiment_name, run_cli, runs_of
 from mlflow import MlflowClient
 from optuna.distributions import FloatDistribution
 
-from eva.sweep import parent, stale
+from eva.sweep import parent
+from eva.sweep.runs import TrialRuns
 from eva.tracking.run import Tracker
+from evasweep import stale
 
 # The process rules read /proc; eva-sweep's workers follow their launcher with prctl.
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
@@ -115,7 +117,7 @@ def children(pid: int) -> list[int]:
 
 def is_worker_1(process: dict) -> bool:
     try:
-        return b"EVA_WORKER=1\0" in Path(f"/proc/{process['pid']}/environ").read_bytes()
+        return b"EVASWEEP_WORKER=1\0" in Path(f"/proc/{process['pid']}/environ").read_bytes()
     except OSError:
         return False
 
@@ -178,7 +180,7 @@ def test_eva_sweep_workers_get_sigterm_when_eva_sweep_is_killed(tmp_path):
     marker = tmp_path / "sigterm"
     worker = (
         "import os, signal, sys, time\n"
-        "from eva.sweep.stale import stop_with_launcher\n"
+        "from evasweep.stale import stop_with_launcher\n"
         f"signal.signal(signal.SIGTERM, lambda *a: (open({str(marker)!r}, 'w'), sys.exit(0)))\n"
         "stop_with_launcher()\n"
         "print('ready', flush=True)\n"
@@ -329,7 +331,7 @@ def job(*code: str) -> tuple[subprocess.Popen, dict]:
         [
             sys.executable,
             "-c",
-            "import json; from eva.sweep.stale import this_process; "
+            "import json; from evasweep.stale import this_process; "
             "print(json.dumps(this_process()), flush=True); " + "; ".join(code),
         ],
         stdout=subprocess.PIPE,
@@ -363,11 +365,12 @@ def test_runs_of_dead_jobs_end_killed_and_live_jobs_end_their_own(mlflow_store, 
             child = {"mlflow.parentRunId": tracker.run_id}
             run = client.create_run(tracker.experiment_id, tags=child)
             trial.set_user_attr("mlflow_run_id", run.info.run_id)
-            trial.set_user_attr("job_process", stamp)  # what TrialLink.record stamps
+            trial.set_user_attr("job_process", stamp)  # what evasweep.job stamps
             trials.append(trial)
             runs.append(run.info.run_id)
-        dead = stale.DeadTrials(study, storage)
-        dead.end_orphan_runs(tracker)  # both trials RUNNING: nothing to end yet
+        runs_ended = TrialRuns(tracker)
+        dead = stale.DeadTrials(study, storage, runs_ended.end)
+        runs_ended.end_orphans(study)  # both trials RUNNING: nothing to end yet
         assert [client.get_run(r).info.status for r in runs] == ["RUNNING", "RUNNING"]
 
         why = "TerminatedWorkerError: a worker was killed"
@@ -381,7 +384,7 @@ def test_runs_of_dead_jobs_end_killed_and_live_jobs_end_their_own(mlflow_store, 
 
         live.kill()
         live.wait()  # ... which died too, before it could end its run
-        stale.DeadTrials(study, storage).end_orphan_runs(tracker)  # the next command
+        TrialRuns(tracker).end_orphans(study)  # the next command
         late = client.get_run(runs[1])
         assert late.info.status == "KILLED"
         assert late.data.tags["error"].startswith("its job process died; the trial is FAIL")

@@ -9,9 +9,11 @@ from helpers import TINY_CLI, experiment_name, run_cli, runs_of
 from postgres import find_pg_bin, throwaway_cluster
 
 from eva.errors import EvaError
-from eva.sweep.space import parse_space
-from eva.sweep.study import identity, open_storage, open_study, resolve_storage
 from eva.tracking.store import prepare_experiment, resolve_uri
+from evasweep.errors import SweepError
+from evasweep.space import parse_space
+from evasweep.storage import open_storage
+from evasweep.study import identity, open_study, resolve_storage
 
 # ----------------------------------------------------------------------------- range(...)
 
@@ -30,7 +32,7 @@ ALLOWED = "range(low, high[, step]) needs low <= high and a positive step"
     ],
 )
 def test_a_reversed_or_unstepped_range_is_one_line_naming_the_entry(key, value, got):
-    with pytest.raises(EvaError) as info:
+    with pytest.raises(SweepError) as info:
         parse_space({key: value}, [])
     hint = "" if got.endswith("step=0") else " (for a descending order: choice(...))"
     assert str(info.value) == f"'{key}={value}': {ALLOWED}, got {got}{hint}"
@@ -56,7 +58,7 @@ def test_a_range_of_one_value_still_is_a_search_space():
 
 
 def test_the_values_composed_before_the_sweep_are_every_choice_and_both_bounds():
-    from eva.sweep.space import probes
+    from evasweep.space import probes
 
     space = parse_space(
         {
@@ -149,14 +151,13 @@ def test_a_choice_that_cannot_compose_fails_the_sweep_before_any_trial_or_run(
 
 
 def test_plain_postgresql_urls_get_the_installed_driver(tmp_path):
-    tracking = None  # not read when a storage is given
     for given in ("postgresql://u:p@db:5432/optuna", "postgres://u:p@db:5432/optuna"):
-        assert resolve_storage(given, tracking, tmp_path) == (
+        assert resolve_storage(given, None, tmp_path) == (
             "postgresql+psycopg2://u:p@db:5432/optuna"
         )
         assert resolve_uri(given, tmp_path) == "postgresql+psycopg2://u:p@db:5432/optuna"
     for kept in ("postgresql+psycopg2://u@db/x", "postgresql+pg8000://u@db/x", "mysql://u@db/x"):
-        assert resolve_storage(kept, tracking, tmp_path) == kept
+        assert resolve_storage(kept, None, tmp_path) == kept
         assert resolve_uri(kept, tmp_path) == kept
     assert resolve_uri("http://mlflow:5000", tmp_path) == "http://mlflow:5000"
 
@@ -166,19 +167,19 @@ def test_plain_postgresql_urls_get_the_installed_driver(tmp_path):
 )
 def test_a_missing_database_driver_is_named_with_its_pip_package():
     url = "postgresql+psycopg://eva:secret@127.0.0.1:9/optuna"
-    with pytest.raises(EvaError) as info:
+    with pytest.raises(SweepError) as info:
         open_storage(url)
     assert str(info.value) == (
         "hydra.sweeper.storage=postgresql+psycopg://eva:***@127.0.0.1:9/optuna: cannot open "
         "(the Python module 'psycopg' is not installed (pip install 'psycopg[binary]', or use "
-        "postgresql+psycopg2://, which eva installs))"
+        "postgresql+psycopg2://, which is installed))"
     )
     with pytest.raises(EvaError) as info:
         prepare_experiment(url, "x")
     assert str(info.value) == (
         "tracking.uri=postgresql+psycopg://eva:***@127.0.0.1:9/optuna: the Python module "
         "'psycopg' is not installed (pip install 'psycopg[binary]', or use "
-        "postgresql+psycopg2://, which eva installs)"
+        "postgresql+psycopg2://, which is installed)"
     )
 
 
@@ -186,17 +187,17 @@ def test_a_missing_database_driver_is_named_with_its_pip_package():
 def test_a_plain_postgresql_url_opens_the_study_and_the_mlflow_store():
     import sqlalchemy
 
-    ident = identity(parse_space({"model.dropout": "interval(0.0, 0.3)"}, []), "maximize")
+    ident = identity(parse_space({"model.dropout": "interval(0.0, 0.3)"}, []), ["maximize"])
     with throwaway_cluster() as url:  # postgresql+psycopg2://USER@127.0.0.1:PORT/postgres
         user_host = url.split("://", 1)[1].rsplit("/", 1)[0]
         user, host = user_host.split("@")
         plain = f"postgresql://{user}:secret@{host}"  # trust auth: any password is accepted
-        study, storage = open_study(f"{plain}/postgres", "s", ident, "maximize", None, None)
+        study, storage = open_study(f"{plain}/postgres", "s", ident, ["maximize"], None, None)
         trial = study.ask(parse_space({"model.dropout": "interval(0.0, 0.3)"}, []).distributions)
         study.tell(trial, 0.5)
         storage.engine.dispose()
         loaded = optuna.load_study(study_name="s", storage=url)  # through psycopg2, as named
-        assert loaded.user_attrs["eva_identity"] == ident
+        assert loaded.user_attrs["evasweep_identity"] == ident
         assert [(t.state.name, t.value) for t in loaded.trials] == [("COMPLETE", 0.5)]
         assert loaded.trials[0].params == trial.params
 

@@ -34,7 +34,9 @@ def one_line(e: BaseException) -> str:
     """A user error as one line that names the bad value."""
     from hydra.errors import MissingConfigException, OverrideParseException
 
-    if isinstance(e, EvaError):
+    from evasweep.errors import SweepError
+
+    if isinstance(e, EvaError | SweepError):
         return " ".join(str(e).split())
     if isinstance(e, MissingConfigException) and e.options is not None:
         # "In 'train': Could not find 'model/nosuch'" + the group's options
@@ -98,7 +100,9 @@ def is_user_error(e: BaseException) -> bool:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    return isinstance(e, EvaError | HydraException | OmegaConfBaseException)
+    from evasweep.errors import SweepError
+
+    return isinstance(e, EvaError | SweepError | HydraException | OmegaConfBaseException)
 
 
 def run(hydra_main, conf_dir=None) -> None:

@@ -20,10 +20,11 @@ def launch_context(cfg: DictConfig, hydra_cfg):
     launch = Launch(launch_dir=launch_dir_of(hydra_cfg))
     launch.overrides = list(hydra_cfg.overrides.task)
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        from eva.sweep.trial import TrialLink, slot_from_env
+        from eva.sweep.integration import slot_from_env
+        from evasweep import current_trial
 
         parent = parent_from_env()
-        launch.trial = TrialLink.from_env(hydra_cfg.sweeper.get("pruner"))
+        launch.trial = current_trial()
         launch.slot, launch.slots = slot_from_env()
         # In an Optuna sweep the job is named by its trial number, unique in the study.
         num = launch.trial.number if launch.trial else hydra_cfg.job.num
@@ -74,10 +75,10 @@ def run_job(cfg: DictConfig) -> float | None:
         launch.started_at = started
         results = run_mode(cfg, output_dir, launch)
         if results.get("pruned_at_epoch"):
-            import optuna
+            from evasweep import TrialPruned
 
             # The sweeper marks the trial PRUNED; the run itself finished cleanly.
-            raise optuna.TrialPruned(f"pruned at epoch {results['pruned_at_epoch']}")
+            raise TrialPruned(f"pruned at epoch {results['pruned_at_epoch']}")
         return results.get("objective")  # None for mode=lr_find
     except KeyboardInterrupt:
         if hydra_cfg.mode == RunMode.MULTIRUN:

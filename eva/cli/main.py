@@ -17,6 +17,11 @@ import hydra
 from omegaconf import DictConfig
 
 from eva.config import CONF_DIR  # importing eva.config registers the run schema
+from evasweep import use_integration
+
+# Sweeps of eva (hydra/sweeper=eva_optuna) get its MLflow parent run, checks and slots;
+# imported only when a sweep starts.
+use_integration("eva.sweep.integration:EvaIntegration")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")

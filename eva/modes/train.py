@@ -70,7 +70,8 @@ def _train(cfg, output_dir: Path, launch: Launch | None, saved: dict | None) -> 
         resuming.continue_tracking(rt, saved, run_name=cfg.tracking.run_name or cfg.name)
     with tracker.recording():
         if rt.launch.trial:  # the study links each trial to its run and folder
-            rt.launch.trial.record({"mlflow_run_id": tracker.run_id, "output_dir": str(output_dir)})
+            rt.launch.trial.set_user_attr("mlflow_run_id", tracker.run_id)
+            rt.launch.trial.set_user_attr("output_dir", str(output_dir))
         meta = {
             "model_name": cfg.model.name,
             "config": config,
@@ -267,9 +268,11 @@ def fit(cfg, rt: runtime.Runtime, meta: dict, saved: dict | None = None) -> stat
             stats.images_per_second,
             "  (best, saved)" if improved else "",
         )
-        if trial is not None and trial.report(score, epoch):
-            log.info("pruned by the sweep after epoch %d of %d", epoch, cfg.epochs)
-            break
+        if trial is not None:
+            trial.report(score, epoch)
+            if trial.should_prune():
+                log.info("trial %d pruned after epoch %d of %d", trial.number, epoch, cfg.epochs)
+                break
     return progress
 
 

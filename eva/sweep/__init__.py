@@ -1,1 +1,1 @@
-"""Optuna sweeps: the search space, the study, the sweep loop, the job side, eva-sweep."""
+"""eva's side of its Optuna sweeps; the sweeper itself is evasweep (sweeper/evasweep)."""

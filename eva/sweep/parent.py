@@ -4,12 +4,11 @@ The first command of a study creates it and stores its id in the study; a resume
 command and every worker of eva-sweep reopen the same run, so all trials of a study sit
 under one parent in the MLflow UI. Its params are the search space (fixed for the study);
 its tags and metrics say how the study stands (best trial, counts by state) and are
-updated at the end of each command, with optimization_results.yaml as an artifact.
+updated after each batch, with optimization_results.yaml as an artifact. Each job finds
+its parent in its environment (EvaIntegration.job_env).
 """
 
-import json
 import logging
-import os
 from pathlib import Path
 
 from eva.tracking.callback import PARENT_ENV
@@ -22,8 +21,11 @@ RUN_ID_ATTR = "mlflow_parent_run_id"
 
 
 class StudyParent:
+    ENV = PARENT_ENV  # a job's parent run: JSON {"run_id": ..., "fixed_keys": [...]}
+
     def __init__(self, tracker: Tracker):
         self.tracker = tracker
+        self.handle: dict | None = None  # what ENV holds for the jobs; None: no tracking
 
     @property
     def run_id(self) -> str | None:
@@ -56,9 +58,7 @@ class StudyParent:
             params.update({f"fixed.{key}": line for key, line in space.fixed.items()})
             tracker.start(f"{name} study {study.study_name}", params=params, tags=tags)
             study.set_user_attr(RUN_ID_ATTR, tracker.run_id)
-        os.environ[PARENT_ENV] = json.dumps(
-            {"run_id": tracker.run_id, "fixed_keys": list(space.fixed)}
-        )
+        parent.handle = {"run_id": tracker.run_id, "fixed_keys": list(space.fixed)}
         return parent
 
     def record(self, result: dict, results_file: Path | None) -> None:
@@ -80,7 +80,7 @@ class StudyParent:
             self.tracker.log_files({"": results_file})
 
     def end(self, status: str, error: str | None = None) -> None:
-        os.environ.pop(PARENT_ENV, None)
+        self.handle = None
         if self.run_id:
             if error:
                 self.tracker.end_quietly(status, error)

@@ -13,18 +13,9 @@ from pathlib import Path
 
 import eva
 from eva.tracking.store import redact
+from evasweep.overrides import override_value
 
 MAX_VALUE = 6000  # MLflow's limit on a param value, in characters
-
-
-def override_value(value) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(override_value(v) for v in value) + "]"
-    return str(value)
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, str]:

@@ -52,7 +52,7 @@ class Launch:
     run_name: str | None = None  # a sweep job's "<num>: <its overrides>"
     parent_run_id: str | None = None  # the sweep's parent run
     tags: dict[str, str] = field(default_factory=dict)
-    trial: Any = None  # eva.sweep.trial.TrialLink of an Optuna sweep job: reports, may prune
+    trial: Any = None  # evasweep.job.JobTrial of an Optuna sweep job: reports, may prune
     slot: int | None = None  # which of `slots` parallel jobs this is (device, CPU share)
     slots: int = 1
     overrides: list[str] = field(default_factory=list)  # the command line's task overrides

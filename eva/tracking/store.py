@@ -10,32 +10,25 @@ import os
 import re
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from eva.errors import EvaError
 
-SQLITE = "sqlite:///"
+# The rules for database URLs are the sweeper's (one set for MLflow and Optuna stores).
+from evasweep.storage import (
+    SQLITE,
+    database_url,
+    missing_driver,
+    redact,
+    sqlite_path,
+    with_driver,
+)
+from evasweep.storage import file_lock as store_lock
+
+__all__ = ["SQLITE", "database_url", "redact", "sqlite_path", "store_lock", "with_driver"]
+
 DEFAULT_DB = "mlflow.db"
-# SQLAlchemy 2.1 reads a plain postgresql:// URL as psycopg 3, which eva does not install;
-# psycopg2 (pyproject.toml) is the driver eva names for it. postgres:// is Heroku's spelling.
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-POSTGRES_DRIVER = "postgresql+psycopg2://"
-# The pip package that provides each database driver module SQLAlchemy may import.
-DRIVER_PACKAGES = {
-    "psycopg2": "psycopg2-binary",
-    "psycopg": "psycopg[binary]",
-    "asyncpg": "asyncpg",
-    "pg8000": "pg8000",
-    "MySQLdb": "mysqlclient",
-    "pymysql": "PyMySQL",
-    "mysql": "mysql-connector-python",
-    "oracledb": "oracledb",
-    "cx_Oracle": "cx_Oracle",
-    "pyodbc": "pyodbc",
-    "pymssql": "pymssql",
-}
 
 
 def resolve_uri(uri: str | None, launch_dir: Path) -> str:
@@ -47,64 +40,8 @@ def resolve_uri(uri: str | None, launch_dir: Path) -> str:
     return database_url(uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_DB, launch_dir)
 
 
-def database_url(url: str, launch_dir: Path) -> str:
-    """A store's URL as eva uses it (MLflow tracking URIs and Optuna storages alike): a bare
-    `name.db` is a sqlite file, relative sqlite paths start at the launch dir (every job of
-    a sweep, whatever its working directory, reaches the same file), and postgresql://
-    names its driver (with_driver)."""
-    if "://" not in url and url.endswith(".db"):
-        url = f"{SQLITE}{url}"
-    url = with_driver(url)
-    path = sqlite_path(url)
-    if path is not None and not path.is_absolute():
-        return f"{SQLITE}{(Path(launch_dir) / path).resolve()}"
-    return url
-
-
-def with_driver(url: str) -> str:
-    """A database URL that names its driver: postgresql:// and postgres:// become
-    postgresql+psycopg2:// (MLflow tracking URIs and Optuna storages alike)."""
-    for scheme in POSTGRES_SCHEMES:
-        if url[: len(scheme)].lower() == scheme:
-            return POSTGRES_DRIVER + url[len(scheme) :]
-    return url
-
-
-def missing_driver(e: BaseException) -> str | None:
-    """When e (or what caused it) is a database driver that is not installed: which module
-    is missing and the pip package that provides it, in one line; else None."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, ModuleNotFoundError) and e.name:
-            top = e.name.split(".")[0]
-            if top in DRIVER_PACKAGES:
-                hint = f"pip install '{DRIVER_PACKAGES[top]}'"
-            else:
-                hint = "install the package that provides it"
-            if top in ("psycopg", "asyncpg", "pg8000"):
-                hint += f", or use {POSTGRES_DRIVER}, which eva installs"
-            return f"the Python module {e.name!r} is not installed ({hint})"
-        e = e.__cause__ or e.__context__
-    return None
-
-
-def sqlite_path(uri: str) -> Path | None:
-    return Path(uri[len(SQLITE) :]) if uri.startswith(SQLITE) else None
-
-
 def is_http(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
-
-
-def redact(uri: str) -> str:
-    """The URI without a password, fit for logs, params and error messages."""
-    parts = urlsplit(uri)
-    if parts.password:
-        netloc = f"{parts.username}:***@{parts.hostname}"
-        netloc += f":{parts.port}" if parts.port else ""
-        return urlunsplit(parts._replace(netloc=netloc))
-    return uri
 
 
 def check_reachable(uri: str, timeout: float) -> None:
@@ -139,19 +76,6 @@ def check_reachable(uri: str, timeout: float) -> None:
         f"tracking.uri={redact(uri)}: no MLflow server answers ({reason}); start one, "
         "point tracking.uri elsewhere, or set tracking.enabled=false"
     )
-
-
-@contextmanager
-def store_lock(db: Path):
-    """Serialise store creation across processes (a second creator would crash)."""
-    import fcntl
-
-    with open(db.with_name(db.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _slug(name: str) -> str:

@@ -3,7 +3,7 @@
 import logging
 import threading
 
-from eva.sweep.space import grid
+from evasweep.space import grid
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,8 @@ class Heartbeat:
 def derived_seed(seed: int | None, n_existing: int, worker: int, host: str = "") -> int | None:
     """The sampler seed of this command: reproducible, yet never replaying earlier draws.
 
-    A resumed study (n_existing > 0) and each eva-sweep worker get their own stream; so do
-    workers on other machines (host), which may see the same n_existing.
+    A resumed study (n_existing > 0) and each worker (evasweep.workers) get a stream of
+    their own; so do workers on other machines (host), which may see the same n_existing.
     """
     if seed is None:
         return None

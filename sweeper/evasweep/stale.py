@@ -1,7 +1,7 @@
-"""Trials whose process died: FAIL (at once where that can be known), their MLflow runs ended.
+"""Trials whose process died: FAIL, at once where that can be known.
 
-A process killed with `kill -9` (or by the OOM killer, or with its machine) tells neither
-Optuna nor MLflow: its trials stay RUNNING, and so does each trial's MLflow run. Every sweep
+A process killed with `kill -9` (or by the OOM killer, or with its machine) does not tell
+Optuna: its trials stay RUNNING (and so would whatever else it tracks). Every sweep
 process stamps the trials it asks with who it is (user attr `process`: host, pid, start
 time), and every loop of every sweep process looks at the study's RUNNING trials:
 
@@ -9,12 +9,11 @@ time), and every loop of every sweep process looks at the study's RUNNING trials
   process started at another time): dead, known at once. The same command after `kill -9`
   goes on without waiting grace_period.
 - any other (another machine: its pids mean nothing here): dead once its heartbeats stopped
-  for grace_period, Optuna's rule (eva.sweep.sampling.Heartbeat records them).
+  for grace_period, Optuna's rule (evasweep.sampling.Heartbeat records them).
 
 Either way the trial becomes FAIL with an `error` attr saying why, so it no longer counts and
-a new trial replaces it; its MLflow run, if still RUNNING, ends KILLED with an `error` tag
-(unless its job is a live process of its own, e.g. a joblib worker orphaned by the kill:
-that one ends its run itself). eva-sweep's workers get SIGTERM when eva-sweep dies.
+a new trial replaces it; the app's integration hears of it (Integration.trial_died: eva ends
+the trial's MLflow run). The workers of evasweep.workers get SIGTERM when it dies.
 """
 
 import functools
@@ -26,16 +25,13 @@ import sys
 import time
 from pathlib import Path
 
-from eva.tracking.run import MAX_TAG
-
 log = logging.getLogger(__name__)
 
 # {"host", "machine", "pid", "started"}: the sweep process that tells Optuna how the trial
-# ended (it asked it), and the job process that trains it and ends its MLflow run (the same
-# process with the basic launcher; a joblib worker otherwise).
+# ended (it asked it), and the job process that runs it (the same process with the basic
+# launcher, a joblib worker otherwise; evasweep.job stamps it, JOB_ATTR).
 OWNER_ATTR = "process"
-JOB_ATTR = "job_process"
-LAUNCHER_ENV = "EVA_SWEEP_PID"  # eva-sweep's pid, in each worker's environment
+LAUNCHER_ENV = "EVASWEEP_LAUNCHER_PID"  # evasweep.workers' pid, in each worker's environment
 PROC = Path("/proc")
 
 
@@ -94,7 +90,7 @@ def is_gone(owner) -> bool:
     if stat is None:
         return True
     state, started = stat
-    # A zombie is dead but not yet reaped (eva-sweep waits on its workers in order).
+    # A zombie is dead but not yet reaped (the launcher waits on its workers in order).
     return state in ("Z", "X") or owner.get("started") not in (None, started)
 
 
@@ -106,11 +102,11 @@ def lives_elsewhere_here(process) -> bool:
 
 
 def stop_with_launcher() -> None:
-    """In a worker: be sent SIGTERM when eva-sweep dies, `kill -9` included (Linux).
+    """In a worker: be sent SIGTERM when its launcher dies, `kill -9` included (Linux).
 
-    A worker left behind would train on unseen (its output went to eva-sweep) while the
+    A worker left behind would run on unseen (its output went to the launcher) while the
     same command, run again, starts new workers beside it; with SIGTERM it stops as after
-    Ctrl-C instead: its trial FAIL, its MLflow runs KILLED.
+    Ctrl-C instead: its trial FAIL.
     """
     launcher = os.environ.get(LAUNCHER_ENV)
     if not launcher or not sys.platform.startswith("linux"):
@@ -127,21 +123,24 @@ def stop_with_launcher() -> None:
 
 
 class DeadTrials:
-    """Finds the RUNNING trials of dead processes in one study, fails them, ends their runs."""
+    """Finds the RUNNING trials of dead processes in one study and fails them.
 
-    def __init__(self, study, storage):
+    on_dead(number, attrs, why, until): called for each trial failed here, with its user
+    attrs and a monotonic deadline until which a live job of it may still end its own work.
+    """
+
+    def __init__(self, study, storage, on_dead=None):
         self.study = study
         self.storage = storage
         self.owner = this_process()
-        self.tracker = None  # eva.tracking.run.Tracker of the study's parent run: the store
-        self._client = None
+        self.on_dead = on_dead or (lambda number, attrs, why, until: None)
 
     def claim(self, trial) -> None:
         """Stamp a trial this process asked: who will tell Optuna how it ended."""
         trial.set_user_attr(OWNER_ATTR, self.owner)
 
     def fail(self) -> int:
-        """Trials of dead processes -> FAIL, their MLflow runs -> KILLED; how many."""
+        """Trials of dead processes -> FAIL; how many."""
         from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
@@ -177,81 +176,27 @@ class DeadTrials:
                 continue
             n += 1
             log.warning("trial %d FAIL: %s", trial.number, why[trial._trial_id])
-            self.end_run(trial.number, trial.user_attrs, why[trial._trial_id])
+            self._tell_app(trial.number, trial.user_attrs, why[trial._trial_id], 0.0)
         return n
 
     def stop(self, trials, why: str) -> None:
         """This process stops early: its trials in flight FAIL (a later command replaces
-        them), and the runs of their jobs end KILLED if the jobs died (joblib reports a
-        killed job with TerminatedWorkerError) or still RUNNING after a few seconds."""
+        them); their jobs get a few seconds to end their own work (Ctrl-C reached them)."""
         from optuna.trial import TrialState
 
-        until = time.monotonic() + 5  # for live jobs to end their own runs (Ctrl-C)
+        until = time.monotonic() + 5
         for trial in trials:
             try:
                 trial.set_user_attr("error", why)
                 self.study.tell(trial, state=TrialState.FAIL)
                 attrs = self.storage.get_trial_user_attrs(trial._trial_id)  # the job's too
-                self.end_run(trial.number, attrs, f"the sweep stopped: {why}", until)
             except Exception as e:
                 log.warning("could not mark trial %d FAIL: %s", trial.number, e)
+                continue
+            self._tell_app(trial.number, attrs, f"the sweep stopped: {why}", until)
 
-    def end_orphan_runs(self, tracker) -> None:
-        """Remember where the trials' MLflow runs are (the parent run's Tracker); end those
-        still RUNNING of FAIL trials: their job process died while its sweep process lived
-        on (a joblib job killed), then the sweep stopped before it could end them."""
-        from optuna.trial import TrialState
-
-        self.tracker = tracker
-        parent = tracker.run_id
-        if not parent:
-            return
+    def _tell_app(self, number: int, attrs: dict, why: str, until: float) -> None:
         try:
-            runs = self.client.search_runs(
-                [self.tracker.experiment_id],
-                filter_string=f"tags.`mlflow.parentRunId` = '{parent}' "
-                "and attributes.status = 'RUNNING'",
-            )
-        except Exception as e:
-            log.warning("could not look for MLflow runs of dead jobs: %s", e)
-            return
-        if not runs:
-            return
-        failed = self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-        trials = {t.user_attrs.get("mlflow_run_id"): t for t in failed}
-        for run in runs:
-            trial = trials.get(run.info.run_id)
-            if trial is not None:
-                error = str(trial.user_attrs.get("error", "")).splitlines()[:1]
-                why = ": ".join(["its job process died; the trial is FAIL", *error])
-                self.end_run(trial.number, trial.user_attrs, why)
-
-    def end_run(self, number: int, attrs: dict, why: str, until: float = 0.0) -> None:
-        """The trial's MLflow run, if still RUNNING, ends KILLED; unless its job is another
-        live process of this machine, which ends its run itself (waited for until the
-        monotonic time `until`, to do so or die). Never fails the sweep."""
-        run_id = attrs.get("mlflow_run_id")
-        if not run_id or self.tracker is None or not self.tracker.enabled:
-            return
-        try:
-            while True:
-                if self.client.get_run(run_id).info.status != "RUNNING":
-                    return  # its job ended it: FINISHED, FAILED, or KILLED by Ctrl-C
-                if not lives_elsewhere_here(attrs.get(JOB_ATTR)):
-                    break
-                if time.monotonic() >= until:
-                    return  # an orphaned job still training: it ends its run itself
-                time.sleep(0.2)
-            self.client.set_tag(run_id, "error", why[:MAX_TAG])
-            self.client.set_terminated(run_id, status="KILLED")
-            log.info("MLflow run %s of trial %d ended KILLED", run_id, number)
-        except Exception as e:  # deleted, another store, a server that does not answer
-            log.warning("could not end MLflow run %s of trial %d: %s", run_id, number, e)
-
-    @property
-    def client(self):
-        if self._client is None:
-            from mlflow import MlflowClient
-
-            self._client = MlflowClient(self.tracker.uri)
-        return self._client
+            self.on_dead(number, attrs, why, until)
+        except Exception as e:  # the app's bookkeeping never fails the sweep
+            log.warning("trial %d: the integration failed on its end: %s", number, e)

@@ -1,5 +1,6 @@
-"""`hydra/sweeper=eva_optuna`: the Hydra side; the work is in eva/sweep/runner.py."""
+"""`hydra/sweeper=eva_optuna`: the Hydra side; the work is in evasweep/runner.py."""
 
+import os
 import sys
 from typing import Any
 
@@ -24,32 +25,28 @@ class EvaOptunaSweeper(Sweeper):
             config=config, hydra_context=hydra_context, task_function=task_function
         )
 
-    def check_batch(self, batch) -> None:
-        """Each job's overrides compose (Hydra) and give a config eva can run (eva's own
-        validation, which builds nothing): a bad search value fails before any trial."""
-        from eva.config.validate import validate_job
-
-        for overrides in batch:
-            job = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            validate_job(job)
+    def compose(self, batch) -> list[DictConfig]:
+        """Each job's config, as Hydra composes it for the launcher (nothing runs)."""
+        loader = self.hydra_context.config_loader
+        return [loader.load_sweep_config(self.config, list(overrides)) for overrides in batch]
 
     def sweep(self, arguments: list[str]) -> Any:
-        from eva.cli.errors import full_errors
-        from eva.errors import EvaError
-        from eva.sweep.runner import StudyRunner
+        from evasweep.errors import SweepError
+        from evasweep.integration import active_integration
+        from evasweep.runner import StudyRunner
 
-        runner = StudyRunner(self.settings, self.config, self.launcher, self.check_batch)
+        app = active_integration()
+        runner = StudyRunner(self.settings, self.config, self.launcher, self.compose, app)
         try:
             return runner.run(arguments)
-        except EvaError as e:
-            if full_errors():
+        except (SweepError, *app.user_errors) as e:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
-            print(f"Error: {e}", file=sys.stderr)  # one line, no traceback
+            print(f"Error: {app.explain(e)}", file=sys.stderr)  # one line, no traceback
             sys.exit(1)
         except KeyboardInterrupt:
             print(
-                "Interrupted: running trials marked FAIL, MLflow parent run KILLED; the same "
-                "command continues the study",
+                "Interrupted: running trials marked FAIL; the same command continues the study",
                 file=sys.stderr,
             )
             sys.exit(130)

@@ -24,7 +24,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from eva.errors import EvaError
+from evasweep.errors import SweepError
+from evasweep.overrides import override_value, quoted
 
 
 @dataclass
@@ -34,6 +35,34 @@ class SearchSpace:
 
     def describe(self) -> dict[str, str]:
         return {key: describe(d) for key, d in self.distributions.items()}
+
+
+def from_search_space(search_space: dict) -> dict[str, str]:
+    """hydra-optuna-sweeper's older form, {key: {type, low, high, step, log, choices}}, as
+    params lines: `{x: {type: float, low: 0, high: 1}}` -> `{x: "interval(0.0, 1.0)"}`."""
+    params = {}
+    for key, d in search_space.items():
+        kind = str(d.get("type", "")).rsplit(".", 1)[-1]  # a name, or the enum DistributionType
+        low, high, step, log = d.get("low"), d.get("high"), d.get("step"), d.get("log", False)
+        if kind == "categorical" and d.get("choices"):
+            values = [quoted(c) if isinstance(c, str) else override_value(c) for c in d.choices]
+            params[key] = f"choice({', '.join(values)})"
+        elif kind in ("int", "float") and low is not None and high is not None:
+            cast = int if kind == "int" else float
+            bounds = f"{cast(low)!r}, {cast(high)!r}"
+            if log:
+                params[key] = f"tag(log, {'int(' if kind == 'int' else ''}interval({bounds})"
+                params[key] += "))" if kind == "int" else ")"
+            elif step is not None:
+                params[key] = f"range({bounds}, {cast(step)!r})"
+            else:
+                params[key] = f"int(interval({bounds}))" if kind == "int" else f"interval({bounds})"
+        else:
+            raise SweepError(
+                f"hydra.sweeper.search_space.{key}: expected type int or float with low and "
+                f"high, or type categorical with choices; got {dict(d)}"
+            )
+    return params
 
 
 def _parser():
@@ -55,7 +84,7 @@ def parse_space(params: dict | None, arguments: list[str]) -> SearchSpace:
             override = parser.parse_override(line)
         except HydraException as e:  # bad syntax, or a bad argument to a sweep function
             reason = str(e).splitlines()[0]
-            raise EvaError(f"hydra.sweeper.params: cannot parse {line!r}: {reason}") from None
+            raise SweepError(f"hydra.sweeper.params: cannot parse {line!r}: {reason}") from None
         key = override.get_key_element()
         space.distributions.pop(key, None)  # a later entry for a key replaces an earlier one
         space.fixed.pop(key, None)
@@ -75,10 +104,10 @@ def to_distribution(override, line: str) -> BaseDistribution:
     if override.is_choice_sweep() or (override.is_range_sweep() and value.shuffle):
         choices = list(override.sweep_iterator(transformer=Transformer.encode))
         if not choices:
-            raise EvaError(f"{line!r}: the sweep has no values to choose from")
+            raise SweepError(f"{line!r}: the sweep has no values to choose from")
         for choice in choices:
             if not isinstance(choice, str | int | float | bool | type(None)):
-                raise EvaError(f"{line!r}: a choice must be a str, number, bool or null")
+                raise SweepError(f"{line!r}: a choice must be a str, number, bool or null")
         return CategoricalDistribution(choices)
     if isinstance(value, RangeSweep):
         start, stop, step = value.start, value.stop, value.step
@@ -88,13 +117,13 @@ def to_distribution(override, line: str) -> BaseDistribution:
     if isinstance(value, IntervalSweep):
         log = "log" in value.tags
         if value.start >= value.end:
-            raise EvaError(f"{line!r}: interval needs low < high")
+            raise SweepError(f"{line!r}: interval needs low < high")
         if log and value.start <= 0:
-            raise EvaError(f"{line!r}: a log interval needs low > 0")
+            raise SweepError(f"{line!r}: a log interval needs low > 0")
         if isinstance(value.start, int) and isinstance(value.end, int):
             return IntDistribution(int(value.start), int(value.end), log=log)
         return FloatDistribution(float(value.start), float(value.end), log=log)
-    raise EvaError(f"{line!r}: this kind of sweep is not supported by the Optuna sweeper")
+    raise SweepError(f"{line!r}: this kind of sweep is not supported by the Optuna sweeper")
 
 
 def _check_range(value, line: str) -> None:
@@ -102,7 +131,7 @@ def _check_range(value, line: str) -> None:
     low, high, step = value.start, value.stop, value.step
     if low is None or high is None or step is None or low > high or step <= 0:
         descending = (step is not None and step < 0) or (None not in (low, high) and low > high)
-        raise EvaError(
+        raise SweepError(
             f"{line!r}: range(low, high[, step]) needs low <= high and a positive step, "
             f"got low={low}, high={high}, step={step}"
             + (" (for a descending order: choice(...))" if descending else "")
@@ -115,8 +144,6 @@ def _number(x) -> str:
 
 def describe(d: BaseDistribution) -> str:
     """The params syntax for a distribution: parse_space reads it back unchanged."""
-    from eva.tracking.params import override_value
-
     if isinstance(d, CategoricalDistribution):
         return "choice(" + ", ".join(override_value(c) for c in d.choices) + ")"
     if isinstance(d, IntDistribution):
@@ -135,8 +162,6 @@ def describe(d: BaseDistribution) -> str:
 
 def trial_overrides(params: dict) -> list[str]:
     """`key=value` lines for a trial's sampled values, as Hydra reads them back."""
-    from eva.tracking.params import override_value
-
     return [f"{key}={override_value(value)}" for key, value in params.items()]
 
 
@@ -152,7 +177,7 @@ def grid(space: SearchSpace) -> dict[str, list]:
             n = int(round((d.high - d.low) / d.step))
             values[key] = [d.low + i * d.step for i in range(n + 1)]
         else:
-            raise EvaError(
+            raise SweepError(
                 f"sampler=grid needs finite values; {key}: {describe(d)} is continuous "
                 "(use choice(...) or range(...))"
             )

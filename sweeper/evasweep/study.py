@@ -1,0 +1,149 @@
+"""The Optuna study behind a sweep: where it is stored, what it is, what it holds.
+
+A study is identified by what its trials run: the search space, the direction(s) and the
+command line's fixed overrides. The default study name contains a hash of those, so the
+same command always continues the same study (resume), and a changed command (other
+epochs, another model) starts a new one instead of mixing incomparable trials. A study
+named explicitly (`hydra.sweeper.study_name=x`) refuses a command that does not match it.
+"""
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from evasweep.errors import SweepError
+from evasweep.files import write_text
+from evasweep.storage import SQLITE, database_url, file_lock, open_storage, redact, sqlite_path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DB = "optuna.db"
+FINISHED = ("COMPLETE", "PRUNED")  # the states n_trials counts
+IDENTITY_ATTR = "evasweep_identity"  # study user attr: what identity() gave at its creation
+OLD_IDENTITY_ATTR = "eva_identity"  # what studies made before the generic core call it
+DUPLICATE = "duplicate"  # trial user attr: a redrawn parameter set (FAIL, not launched)
+
+
+def resolve_storage(storage: str | None, default: str | None, launch_dir: Path) -> str:
+    """hydra.sweeper.storage, else the integration's default, else sqlite optuna.db in the
+    launch folder. Relative sqlite paths start at the launch folder (evasweep.storage)."""
+    launch_dir = Path(launch_dir)
+    if storage:
+        return database_url(storage, launch_dir)
+    if default:
+        return database_url(default, launch_dir)
+    return f"{SQLITE}{launch_dir.resolve() / DEFAULT_DB}"
+
+
+def identity(space, directions: list[str], counts: Callable[[str], bool] = lambda k: True):
+    """What the study's trials run; stored in the study, hashed into its default name.
+    `counts(key)`: does a fixed override of this key change what a trial computes?"""
+    fixed = {key: line for key, line in space.fixed.items() if counts(key)}
+    return {
+        "direction": directions[0] if len(directions) == 1 else directions,
+        "search_space": dict(sorted(space.describe().items())),
+        "fixed_overrides": sorted(fixed.values()),
+    }
+
+
+def default_study_name(prefix: str, ident: dict) -> str:
+    digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{prefix}-{digest}"
+
+
+def open_study(url: str, study_name: str, ident: dict, directions: list[str], heartbeat, grace):
+    """(study, storage): create the study, or load it and check it means the same thing."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweeper logs what matters
+    storage = open_storage(url, heartbeat, grace)  # kept: the heartbeat thread needs it
+    try:
+        study = optuna.create_study(
+            study_name=study_name, storage=storage, directions=directions, load_if_exists=True
+        )
+    except ValueError as e:  # an existing study of other directions
+        raise SweepError(f"hydra.sweeper.study_name={study_name}: {e}") from None
+    stored = study.user_attrs.get(IDENTITY_ATTR, study.user_attrs.get(OLD_IDENTITY_ATTR))
+    if stored is None:
+        study.set_user_attr(IDENTITY_ATTR, ident)
+    elif stored != ident:
+        changed = [key for key in ident if stored.get(key) != ident[key]]
+        raise SweepError(
+            f"hydra.sweeper.study_name={study_name}: the study was created with other "
+            f"{' and '.join(changed)} ({stored[changed[0]]}); pass the same ones, or "
+            "another study_name"
+        )
+    return study, storage
+
+
+def open_study_locked(url: str, *args):
+    """open_study, one process at a time on a sqlite file (creating its tables races)."""
+    path = sqlite_path(url)
+    if path is None:
+        return open_study(url, *args)
+    with file_lock(path):
+        return open_study(url, *args)
+
+
+def counts(study) -> dict[str, int]:
+    """Trials per state: {"COMPLETE": 4, "PRUNED": 1, "FAIL": 0, "RUNNING": 1, ...}."""
+    from optuna.trial import TrialState
+
+    result = {state.name: 0 for state in TrialState}
+    for trial in study.get_trials(deepcopy=False):
+        result[trial.state.name] += 1
+    return result
+
+
+def finished(by_state: dict[str, int]) -> int:
+    """How many trials n_trials counts, from counts()."""
+    return sum(by_state[s] for s in FINISHED)
+
+
+def summary(study, n_trials: int, storage_url: str, details=lambda trial: {}) -> dict:
+    """optimization_results.yaml: the best trial (the Pareto front of a multi-objective
+    study, as `solutions`) and how the study's trials ended. `details(trial)`: more keys
+    on the best trial, from the app's integration."""
+    from optuna.trial import TrialState
+
+    by_state = counts(study)
+    # Draws of a parameter set that had already run: FAIL in Optuna, never launched.
+    redrawn = sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get(DUPLICATE))
+    shown = {**by_state, "FAIL": by_state["FAIL"] - redrawn}
+    directions = [d.name.lower() for d in study.directions]
+    result = {
+        "name": "eva_optuna",
+        "study_name": study.study_name,
+        "storage": redact(storage_url),
+        "direction": directions[0] if len(directions) == 1 else directions,
+        "n_trials": n_trials,
+        "finished": finished(by_state),
+        "counts": {k.lower(): v for k, v in shown.items() if v},  # fail: trials that failed
+        "redrawn": redrawn,
+        "search_space": _stored_identity(study).get("search_space", {}),
+    }
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return result
+    if len(directions) > 1:
+        result["solutions"] = [
+            {"number": t.number, "params": dict(t.params), "values": list(t.values)}
+            for t in sorted(study.best_trials, key=lambda t: t.number)
+        ]
+        return result
+    best = study.best_trial
+    result.update(best_value=best.value, best_params=dict(best.params), best_trial=best.number)
+    result.update(details(best))
+    return result
+
+
+def _stored_identity(study) -> dict:
+    return study.user_attrs.get(IDENTITY_ATTR, study.user_attrs.get(OLD_IDENTITY_ATTR, {}))
+
+
+def write_summary(result: dict, sweep_dir: Path) -> Path:
+    from omegaconf import OmegaConf
+
+    path = Path(sweep_dir) / "optimization_results.yaml"
+    return write_text(path, OmegaConf.to_yaml(OmegaConf.create(result)))
