@@ -80,8 +80,9 @@ def returned(ret):
 
 
 def launch_dir_of(hydra_cfg) -> Path:
-    """The folder the command was started in: relative paths of the sweep start there."""
-    return Path(hydra_cfg.runtime.cwd)
+    """The folder the command was started in (Hydra's runtime.cwd; the process's own working
+    directory when Hydra did not record one): relative paths of the sweep start there."""
+    return Path(hydra_cfg.runtime.get("cwd") or os.getcwd())
 
 
 def directions_of(direction, default: str) -> list[str]:
@@ -204,10 +205,11 @@ class StudyRunner:
         host = socket.gethostname() if WORKERS_ENV in os.environ else ""  # workers only
         seed = derived_seed(s.sampler.get("seed"), n_existing, self.worker, host)
         self.study.sampler = build_sampler(s.sampler, self.space, seed)
-        pruner = OmegaConf.to_container(s.pruner, resolve=True) if s.get("pruner") else None
-        self.study.pruner = instantiate(pruner) if pruner else self.study.pruner
-        if pruner and self.study.user_attrs.get(PRUNER_ATTR) != pruner:
-            self.study.set_user_attr(PRUNER_ATTR, pruner)  # where jobs find it (evasweep.job)
+        if s.get("pruner"):
+            pruner = OmegaConf.to_container(s.pruner, resolve=True)
+            self.study.pruner = instantiate(pruner)
+            if self.study.user_attrs.get(PRUNER_ATTR) != pruner:
+                self.study.set_user_attr(PRUNER_ATTR, pruner)  # where jobs find it (evasweep.job)
         os.environ[STORAGE_ENV] = self.url  # jobs of this machine inherit it (job_overrides)
         self.dead = DeadTrials(self.study, self.storage, self.app.trial_died)
         self.app.start(self.config, self.study, self.space, self.url, self.sweep_dir)
@@ -479,24 +481,16 @@ class StudyRunner:
         path = studies.write_summary(result, self.sweep_dir)
         if self.started:
             self.app.record(result, path)
-        if result["finished"] != self._logged_at and "best_trial" in result:
+        if result["finished"] != self._logged_at and (
+            "best_trial" in result or "solutions" in result
+        ):
             self._logged_at = result["finished"]  # once per change, not again at the end
-            log.info(
-                "best: trial %d, value %.4f, %s (%d/%d finished)",
-                result["best_trial"],
-                result["best_value"],
-                result["best_params"],
-                result["finished"],
-                self.n_trials,
-            )
-        elif result["finished"] != self._logged_at and "solutions" in result:
-            self._logged_at = result["finished"]
-            log.info(
-                "Pareto front: trials %s (%d/%d finished)",
-                [t["number"] for t in result["solutions"]],
-                result["finished"],
-                self.n_trials,
-            )
+            if "best_trial" in result:
+                best = f"trial {result['best_trial']}, value {result['best_value']:.4f}, "
+                best += str(result["best_params"])
+            else:
+                best = f"Pareto front of trials {[t['number'] for t in result['solutions']]}"
+            log.info("best: %s (%d/%d finished)", best, result["finished"], self.n_trials)
         return result
 
     def end(self, status: str, error: str | None = None) -> None:
