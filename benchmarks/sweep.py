@@ -6,7 +6,7 @@
 A: `eva-sweep --workers 2 ... threads=1`: two worker processes, one torch thread each.
 B: `python train.py -m ... threads=2`: one process, its trials one after another.
 Both run the same study (hparams_search=optuna, the pruner off so every trial trains its
-epoch), each in a fresh temporary folder of its own: own mlflow.db, optuna.db and multirun/,
+epoch), each in a fresh temporary folder of its own: own mlflow.db, optuna.log and multirun/,
 with output going to sweep.log there. Creating MLflow's sqlite store takes seconds; both
 sides pay it. The JSON's "ratio" is B's wall time over A's: > 1 when two 1-thread workers
 finish the study sooner than one 2-thread process. After each side the study must hold
@@ -142,14 +142,16 @@ def machine_busy() -> float | None:
 
 
 def study_summary(folder: Path) -> dict:
-    """The one study in folder/optuna.db: trials by state, and how many processes trained
+    """The one study in folder/optuna.log: trials by state, and how many processes trained
     its COMPLETE trials (user attribute job_process, set by eva for each job)."""
     import optuna
 
-    storage = f"sqlite:///{folder / 'optuna.db'}"
+    from evasweep.storage import open_storage
+
+    storage = open_storage(f"journal:///{folder / 'optuna.log'}")
     names = optuna.get_all_study_names(storage)
     if len(names) != 1:
-        raise RuntimeError(f"{folder / 'optuna.db'} holds {len(names)} studies, expected 1")
+        raise RuntimeError(f"{folder / 'optuna.log'} holds {len(names)} studies, expected 1")
     study = optuna.load_study(study_name=names[0], storage=storage)
     states: dict[str, int] = {}
     processes = set()

@@ -1,4 +1,5 @@
-"""Shared fixtures: composed configs, a Fashion-MNIST root, a fake CIFAR-10 copy."""
+"""Shared fixtures: composed configs, a Fashion-MNIST root, a fake CIFAR-10 copy, throwaway
+SLURM and Ray clusters."""
 
 import hashlib
 import os
@@ -9,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 from helpers import copy_store
+from ray_cluster import ray_unavailable, start_ray
+from slurm import slurm_unavailable, start_slurm
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 torch.set_num_threads(1)  # the machines here have 2 shared cores: one thread is as fast
@@ -62,6 +65,39 @@ def mlflow_store(empty_store, tmp_path_factory) -> str:
     os.environ["MLFLOW_TRACKING_URI"] = uri
     prepare_experiment(uri, "eva")
     return uri
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A single-node SLURM cluster on 127.0.0.1 for the whole session (tests/slurm.py), started
+    by the first test that asks for it. Meanwhile os.environ holds its SLURM_CONF (and PATH with
+    its sacct), so sbatch, squeue and submitit in the tests and their subprocesses use it.
+    Skips where it cannot run: SLURM/MUNGE not installed, or not root."""
+    reason = slurm_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    cluster = start_slurm()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in cluster.env.items():
+                patch.setenv(key, value)
+            yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray head node for the whole session (tests/ray_cluster.py): connect with
+    ray.init(address=ray_cluster.address). Skips only where Ray is not installed."""
+    reason = ray_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    cluster = start_ray()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")

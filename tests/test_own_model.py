@@ -22,6 +22,8 @@ from helpers import (
 )
 from optuna.trial import TrialState
 
+from evasweep.storage import open_storage
+
 EXAMPLE = REPO / "examples" / "own_model"
 SEARCHPATH = "hydra.searchpath=[file://conf]"  # relative: the launch folder's conf/
 FAST = ["threads=1", "progress=false", "tracking.log_model=false"]
@@ -57,7 +59,7 @@ def lab(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def store(lab, empty_store) -> str:
-    """The lab's own MLflow store (an Optuna study lands next to it: lab/store/optuna.db)."""
+    """The lab's own MLflow store (an Optuna study lands next to it: lab/store/optuna.log)."""
     return copy_store(empty_store, lab / "store" / "mlflow.db")
 
 
@@ -160,10 +162,9 @@ def test_an_optuna_sweep_of_the_models_own_argument(lab, store, fmnist_root):
         cwd=lab,
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    url = f"sqlite:///{lab / 'store' / 'optuna.db'}"  # next to the MLflow store
+    url = open_storage(f"journal:///{lab / 'store' / 'optuna.log'}")  # next to the MLflow store
     (study,) = [
-        optuna.load_study(study_name=s.study_name, storage=url)
-        for s in optuna.get_all_study_summaries(url)
+        optuna.load_study(study_name=name, storage=url) for name in optuna.get_all_study_names(url)
     ]
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 2

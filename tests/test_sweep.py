@@ -91,11 +91,11 @@ def test_default_storage_sits_next_to_the_mlflow_store(compose, tmp_path, monkey
         default = EvaIntegration().default_storage(compose(*overrides), tmp_path)
         return resolve_storage(given, default, tmp_path)
 
-    assert storage(None) == f"sqlite:///{tmp_path}/optuna.db"
+    assert storage(None) == f"journal:///{tmp_path}/optuna.log"
     other = f"tracking.uri=sqlite:///{tmp_path}/runs/team.db"
-    assert storage(None, other) == f"sqlite:///{tmp_path}/runs/optuna.db"
-    assert storage(None, "tracking.uri=http://mlflow:5000") == f"sqlite:///{tmp_path}/optuna.db"
-    assert storage(None, "tracking.enabled=false") == f"sqlite:///{tmp_path}/optuna.db"
+    assert storage(None, other) == f"journal:///{tmp_path}/runs/optuna.log"
+    assert storage(None, "tracking.uri=http://mlflow:5000") == f"journal:///{tmp_path}/optuna.log"
+    assert storage(None, "tracking.enabled=false") == f"journal:///{tmp_path}/optuna.log"
     assert storage("s.db", other) == f"sqlite:///{tmp_path}/s.db"
     pg = "postgresql+psycopg2://u:p@db:5432/optuna"
     assert storage(pg) == pg

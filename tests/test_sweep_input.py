@@ -46,7 +46,7 @@ def test_a_reversed_range_on_the_command_line_is_one_error_line(tmp_path):
         "step=1 (for a descending order: choice(...))"
     ]
     assert "Traceback" not in r.stderr
-    assert not (tmp_path / "optuna.db").exists()
+    assert not (tmp_path / "optuna.log").exists()
 
 
 def test_a_range_of_one_value_still_is_a_search_space():
@@ -143,7 +143,7 @@ def test_a_choice_that_cannot_compose_fails_the_sweep_before_any_trial_or_run(
     (line,) = error_lines(r.stderr)
     assert line.startswith(COMPOSE + expected), line
     assert "Traceback" not in r.stderr
-    assert not (tmp_path / "optuna.db").exists()  # no study, so no trial
+    assert not (tmp_path / "optuna.log").exists()  # no study, so no trial
     assert runs_of(mlflow_store, experiment, missing_ok=True) == []  # no parent run
 
 

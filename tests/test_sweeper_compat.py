@@ -1,7 +1,7 @@
 """Sweep files users already have run on hydra/sweeper=eva_optuna, the sweeper renamed.
 
 Each app of sweeper/examples/ (plain Hydra apps: no eva in them) is copied to a folder of
-its own and swept there as its users run it. Read back: the study in optuna.db of that
+its own and swept there as its users run it. Read back: the study in optuna.log of that
 folder, optimization_results.yaml of the sweep folder, and each job's own config (the
 values the trial drew must be what the job ran with, and what it returned the trial's
 value). docs/sweeper.md quotes what these files changed from their originals.
@@ -17,6 +17,8 @@ import pytest
 from helpers import REPO
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
+
+from evasweep.storage import open_storage
 
 EXAMPLES = REPO / "sweeper" / "examples"
 
@@ -39,10 +41,10 @@ def sweep(tmp_path, example: str, *command: str):
 
 
 def study_in(folder) -> optuna.Study:
-    """The one study of the folder's optuna.db: where storage null puts it."""
-    storage = f"sqlite:///{folder / 'optuna.db'}"
-    (summary,) = optuna.get_all_study_summaries(storage)
-    return optuna.load_study(study_name=summary.study_name, storage=storage)
+    """The one study of the folder's optuna.log: where storage null puts it."""
+    storage = open_storage(f"journal:///{folder / 'optuna.log'}")
+    (name,) = optuna.get_all_study_names(storage)
+    return optuna.load_study(study_name=name, storage=storage)
 
 
 def complete(study) -> list:

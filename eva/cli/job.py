@@ -25,6 +25,8 @@ def launch_context(cfg: DictConfig, hydra_cfg):
 
         parent = parent_from_env()
         launch.trial = current_trial()
+        if launch.trial is not None:
+            launch.trial.ensure_running()  # a job that started late does not train for nothing
         launch.slot, launch.slots = slot_from_env()
         # In an Optuna sweep the job is named by its trial number, unique in the study.
         num = launch.trial.number if launch.trial else hydra_cfg.job.num

@@ -38,13 +38,13 @@ class EvaIntegration(Integration):
         return str(config.name)
 
     def default_storage(self, config, launch_dir: Path) -> str | None:
-        """optuna.db next to the MLflow sqlite file, when there is one."""
+        """optuna.log (a journal file) next to the MLflow sqlite file, when there is one."""
         from eva.tracking.store import resolve_uri, sqlite_path
 
         if not config.tracking.enabled:
             return None
         mlflow_db = sqlite_path(resolve_uri(config.tracking.uri, launch_dir))
-        return None if mlflow_db is None else str(mlflow_db.parent / "optuna.db")
+        return None if mlflow_db is None else str(mlflow_db.parent / "optuna.log")
 
     def in_identity(self, key: str) -> bool:
         return not is_runtime_key(key)

@@ -40,8 +40,8 @@ class Integration:
         return str(config.hydra.job.name)
 
     def default_storage(self, config, launch_dir: Path) -> str | None:
-        """Where a study lives when hydra.sweeper.storage is null; None: sqlite
-        optuna.db in the launch folder."""
+        """Where a study lives when hydra.sweeper.storage is null; None: the journal
+        file optuna.log in the launch folder."""
         return None
 
     def in_identity(self, key: str) -> bool:

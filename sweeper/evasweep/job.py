@@ -11,20 +11,35 @@
                 raise TrialPruned(f"pruned at epoch {epoch}")
 
 The sweeper gives each job its trial through the job's `hydra.job.env_set` (what every
-Hydra launcher carries to the job, in this process or another), so the job reaches the
-study's storage itself; the pruner is stored with the study.
+Hydra launcher carries to the job, in this process, another, or on another machine), so
+the job reaches the study's storage itself; the pruner is stored with the study. Around
+each job, in the job's own process, JobReporter (a Hydra callback the sweeper adds to its
+launcher) sends the trial's heartbeats and tells the study how the job ended: a job that
+outlives a killed sweep process is not judged dead, and its result is not lost.
 """
 
+import logging
 import os
+
+from hydra.experimental.callback import Callback
+
+from evasweep.stale import JOB_ATTR  # trial user attr: which process runs it
+
+log = logging.getLogger(__name__)
 
 STORAGE_ENV = "EVASWEEP_STORAGE"  # the study's storage URL
 STUDY_ENV = "EVASWEEP_STUDY"  # the study's name
 TRIAL_ID_ENV = "EVASWEEP_TRIAL_ID"  # the trial's id in the storage (Optuna's _trial_id)
 TRIAL_NUMBER_ENV = "EVASWEEP_TRIAL_NUMBER"  # its number in the study
+HEARTBEAT_ENV = "EVASWEEP_HEARTBEAT"  # seconds between the job's heartbeats (0: none)
 PRUNER_ATTR = "evasweep_pruner"  # study user attr: the pruner's config (a _target_ dict)
-JOB_ATTR = "job_process"  # trial user attr: which process trains it (evasweep.stale)
 
 _current: "JobTrial | None" = None
+
+
+class TrialEnded(RuntimeError):
+    """The job's trial already ended in the study: a job that started late (a SLURM job
+    queued while its sweep command was killed, then replaced) is not run again."""
 
 
 class JobTrial:
@@ -35,7 +50,18 @@ class JobTrial:
         self.study_name = study_name
         self.trial_id = trial_id
         self.number = number  # the trial's number in the study (it names the job's folder)
+        self.heartbeat_interval = float(os.environ.get(HEARTBEAT_ENV) or 0)
         self._trial = None
+        self._storage = None
+
+    @property
+    def storage(self):
+        if self._storage is None:
+            from evasweep.storage import open_storage
+
+            interval = round(self.heartbeat_interval) or None  # Optuna's takes whole seconds
+            self._storage = open_storage(self.storage_url, interval)
+        return self._storage
 
     @property
     def optuna_trial(self):
@@ -44,16 +70,24 @@ class JobTrial:
             import optuna
 
             from evasweep.stale import this_process
-            from evasweep.storage import open_storage
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-            storage = open_storage(self.storage_url)
-            study = optuna.load_study(study_name=self.study_name, storage=storage)
+            self.ensure_running()
+            study = optuna.load_study(study_name=self.study_name, storage=self.storage)
             study.pruner = build_pruner(study.user_attrs.get(PRUNER_ATTR))
             self._trial = optuna.trial.Trial(study, self.trial_id)
             # Which process trains it: one killed outside the sweep's sight is found dead.
             self._trial.set_user_attr(JOB_ATTR, this_process())
         return self._trial
+
+    def ensure_running(self) -> None:
+        """Raise TrialEnded when the study already holds how this trial ended."""
+        state = self.storage.get_trial(self.trial_id).state
+        if state.is_finished():
+            raise TrialEnded(
+                f"trial {self.number} of study {self.study_name} is {state.name} already "
+                "(its sweep was judged dead and the trial replaced): not run again"
+            )
 
     @property
     def params(self) -> dict:
@@ -75,6 +109,52 @@ class JobTrial:
     def should_prune(self) -> bool:
         """Whether the sweep's pruner stops this trial now; then raise TrialPruned."""
         return self.optuna_trial.should_prune()
+
+    def finish(self, job_return):
+        """Tell the study how the job ended (evasweep.outcome); the trial as stored."""
+        from evasweep.outcome import outcome, tell
+
+        trial = self.optuna_trial
+        state, values, error = outcome(job_return, len(trial.study.directions))
+        return tell(trial.study, trial, state, values, error)
+
+
+class JobReporter(Callback):
+    """In the job's process, around the task: heartbeats of its trial, then its outcome.
+
+    The sweeper adds one to its launcher's callbacks (launchers carry them to the job with
+    the rest of Hydra's context); outside an eva_optuna sweep it does nothing.
+    """
+
+    def __init__(self):
+        self._trial: JobTrial | None = None
+        self._heartbeat = None
+
+    def __getstate__(self):  # pickled by launchers before any job: nothing to carry
+        return {}
+
+    def __setstate__(self, state):
+        self.__init__()
+
+    def on_job_start(self, config, **kwargs) -> None:
+        from evasweep.heartbeat import Heartbeat
+
+        trial = current_trial()  # hydra.job.env_set is in os.environ during on_job_start
+        if trial is None:
+            return
+        self._trial = trial
+        trial.optuna_trial  # noqa: B018 (loads it: stamps the job's process, JOB_ATTR)
+        self._heartbeat = Heartbeat(trial.storage, trial.heartbeat_interval).__enter__()
+        self._heartbeat.add(trial.trial_id)
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        trial, self._trial = self._trial, None
+        if self._heartbeat is not None:
+            self._heartbeat.__exit__(None, None, None)
+            self._heartbeat = None
+        if trial is not None:
+            stored = trial.finish(job_return)
+            log.debug("trial %d told: %s", trial.number, stored.state.name)
 
 
 def build_pruner(config: dict | None):

@@ -25,9 +25,19 @@ from pathlib import Path
 
 from evasweep import study as studies
 from evasweep.errors import SweepError
-from evasweep.job import PRUNER_ATTR, STORAGE_ENV, STUDY_ENV, TRIAL_ID_ENV, TRIAL_NUMBER_ENV
+from evasweep.heartbeat import Heartbeat
+from evasweep.job import (
+    HEARTBEAT_ENV,
+    JOB_ATTR,
+    PRUNER_ATTR,
+    STORAGE_ENV,
+    STUDY_ENV,
+    TRIAL_ID_ENV,
+    TRIAL_NUMBER_ENV,
+)
+from evasweep.outcome import outcome, tell
 from evasweep.overrides import quoted
-from evasweep.sampling import Heartbeat, build_sampler, derived_seed
+from evasweep.sampling import build_sampler, derived_seed
 from evasweep.space import (
     describe,
     from_search_space,
@@ -37,7 +47,7 @@ from evasweep.space import (
     probes,
     trial_overrides,
 )
-from evasweep.stale import DeadTrials, stop_with_launcher
+from evasweep.stale import DeadTrials, is_gone, stop_with_launcher
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +56,11 @@ READY_ENV = "EVASWEEP_READY"  # a file the first worker creates once the study i
 OUTCOME_ENV = "EVASWEEP_OUTCOME"  # finalize: how the sweep ends (FINISHED by default)
 WORKER_ENV = "EVASWEEP_WORKER"  # set by evasweep.workers in each worker process: its index
 WORKERS_ENV = "EVASWEEP_WORKERS"  # and how many workers run on this machine
+PLACED_ENV = "EVASWEEP_PLACED"  # 1: an engine gave this worker devices of its own
+# Launchers whose engine gives each job devices of its own (SLURM sets CUDA_VISIBLE_DEVICES
+# per job, Ray per num_gpus): their jobs are slot 0 of 1. The others (basic, joblib,
+# submitit_local) run a batch side by side on one machine's devices: slot k of n.
+OWN_DEVICES = ("SlurmLauncher", "RayLauncher", "RayAWSLauncher")
 MAX_REDRAWS = 20  # draws of an already-run parameter set before the space counts as exhausted
 DIRECTIONS = ("maximize", "minimize")
 # Samplers whose Optuna class imports a package Optuna does not require (at its first draw).
@@ -64,19 +79,21 @@ def job_dir(ret) -> str:
     """The job's own output folder (its log), from Hydra's JobReturn."""
     try:
         return str(ret.hydra_cfg.hydra.runtime.output_dir)
-    except AttributeError:  # a launcher that returns no Hydra config
-        return str(ret.working_dir)
+    except AttributeError:  # a launcher that returns no Hydra config, or a lost job
+        return str(getattr(ret, "working_dir", None) or "the launcher's log")
 
 
-def returned(ret):
-    """The job's return value, or its exception raised here. A pruned job is not reported
-    as an error: JobReturn.return_value would print "Error executing job" first."""
-    from hydra.core.utils import JobStatus
+def lost_jobs(error: Exception, n: int) -> list:
+    """JobReturns for a batch the launcher could not bring back (a job killed, out of
+    memory or cancelled makes submitit raise for the whole batch)."""
+    from hydra.core.utils import JobReturn, JobStatus
 
-    error = getattr(ret, "_return_value", None)  # Hydra 1.3's JobReturn keeps it there
-    if ret.status == JobStatus.FAILED and isinstance(error, BaseException):
-        raise error
-    return ret.return_value
+    returns = []
+    for _ in range(n):
+        ret = JobReturn(status=JobStatus.FAILED)
+        ret.return_value = error
+        returns.append(ret)
+    return returns
 
 
 def launch_dir_of(hydra_cfg) -> Path:
@@ -115,6 +132,7 @@ class StudyRunner:
         self.role = os.environ.get(ROLE_ENV, "")
         self.worker = int(os.environ.get(WORKER_ENV, "0"))
         self.workers = int(os.environ.get(WORKERS_ENV, "1"))
+        self.placed = os.environ.get(PLACED_ENV) == "1" or type(launcher).__name__ in OWN_DEVICES
         self.in_flight: list = []
         self.started = False  # the integration's start() ran: end() is owed
         self._logged_at = -1
@@ -211,7 +229,9 @@ class StudyRunner:
             if self.study.user_attrs.get(PRUNER_ATTR) != pruner:
                 self.study.set_user_attr(PRUNER_ATTR, pruner)  # where jobs find it (evasweep.job)
         os.environ[STORAGE_ENV] = self.url  # jobs of this machine inherit it (job_overrides)
-        self.dead = DeadTrials(self.study, self.storage, self.app.trial_died)
+        self.dead = DeadTrials(
+            self.study, self.storage, self.app.trial_died, s.heartbeat_interval, s.grace_period
+        )
         self.app.start(self.config, self.study, self.space, self.url, self.sweep_dir)
         self.started = True
         log.info(
@@ -288,11 +308,20 @@ class StudyRunner:
                 continue
             waiting_logged = False
             trials = self.ask(min(self.s.n_jobs, missing), heartbeat)
+            if not trials:  # other workers asked the rest at the same moment
+                continue
             batch = [self.job_overrides(t, i % parallel, parallel) for i, t in enumerate(trials)]
             if launched == 0:  # values between the bounds check_composes() composed
                 self.check_composes(batch)
-            returns = self.launcher.launch(batch, initial_job_idx=trials[0].number)
+            try:
+                returns = self.launcher.launch(batch, initial_job_idx=trials[0].number)
+            except Exception as e:
+                returns = self.lost(trials, e)
             for trial, ret in zip(trials, returns, strict=True):
+                if ret is None:  # its job may still run: it tells the study itself
+                    heartbeat.trial_ids.discard(trial._trial_id)
+                    self.in_flight.remove(trial)
+                    continue
                 state, reason = self.tell(trial, ret)
                 heartbeat.trial_ids.discard(trial._trial_id)
                 self.in_flight.remove(trial)
@@ -306,6 +335,25 @@ class StudyRunner:
                     f"{failed} of {launched} trials failed, more than "
                     f"hydra.sweeper.max_failure_rate={self.s.max_failure_rate}; last: {error}"
                 )
+
+    def lost(self, trials, error: Exception) -> list:
+        """The launcher raised instead of returning the batch (submitit does when one job
+        was killed): trials their jobs told are read from the study; the others FAIL
+        unless their job is still at work (it stamped the trial and beats), in which case
+        they are left to it (None) and judged by evasweep/stale.py like any other."""
+        from optuna.trial import TrialState
+
+        reason = str(error).strip().splitlines()
+        reason = f"{type(error).__name__}: {reason[-1] if reason else ''}"
+        numbers = [t.number for t in trials]
+        log.warning("the launcher lost the batch of trials %s: %s", numbers, reason)
+        returns = lost_jobs(RuntimeError(f"the launcher lost the job ({reason})"), len(trials))
+        for i, trial in enumerate(trials):
+            stored = self.storage.get_trial(trial._trial_id)
+            if stored.state == TrialState.RUNNING and JOB_ATTR in stored.user_attrs:
+                if not is_gone(stored.user_attrs[JOB_ATTR]):
+                    returns[i] = None
+        return returns
 
     def ask(self, n: int, heartbeat: Heartbeat) -> list:
         """n new trials, none repeating a parameter set that finished or is running.
@@ -339,7 +387,30 @@ class StudyRunner:
             taken.add(key)
             trials.append(trial)
             self.in_flight.append(trial)
-        return trials
+        return self.drop_surplus(trials, heartbeat)
+
+    def drop_surplus(self, trials: list, heartbeat: Heartbeat) -> list:
+        """Workers that counted the missing trials at the same moment may together ask
+        more than n_trials: the trials numbered beyond the n_trials-th live one are
+        withdrawn (FAIL, `surplus`, not launched or counted), so the study stops at its
+        total. Trial numbers are the study's order, the same for every worker."""
+        from optuna.trial import TrialState
+
+        alive = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        numbers = sorted(t.number for t in self.study.get_trials(False, states=alive))
+        if len(numbers) <= self.n_trials:
+            return trials
+        last = numbers[self.n_trials - 1] if self.n_trials else -1
+        kept = []
+        for trial in trials:
+            if trial.number <= last:
+                kept.append(trial)
+                continue
+            trial.set_user_attr(studies.SURPLUS, True)
+            self.study.tell(trial, state=TrialState.FAIL)
+            heartbeat.trial_ids.discard(trial._trial_id)
+            self.in_flight.remove(trial)
+        return kept
 
     def extend_space(self, trial) -> None:
         """custom_search_space(cfg, trial); a function that fails fails its trial and the
@@ -361,6 +432,9 @@ class StudyRunner:
         """The trial's values, and its identity in the job's env (evasweep.job): every
         launcher carries hydra.job.env_set to the job, in this process or another."""
         slot = self.worker * parallel + position  # which device / core share the job takes
+        slots = self.workers * parallel
+        if self.placed:  # the engine chose the job's devices: all it sees are its own
+            slot, slots = 0, 1
         env = {
             # A URL with a password stays out of the overrides, which launchers log: the
             # job inherits it from this process (for other hosts: PGPASSWORD, ~/.pgpass).
@@ -368,13 +442,16 @@ class StudyRunner:
             STUDY_ENV: self.study.study_name,
             TRIAL_ID_ENV: str(trial._trial_id),  # Optuna's storage id; the public API has none
             TRIAL_NUMBER_ENV: str(trial.number),
-            **self.app.job_env(trial, slot, self.workers * parallel),
+            HEARTBEAT_ENV: str(self.s.heartbeat_interval or 0),
+            **self.app.job_env(trial, slot, slots),
         }
         return [
             *self.space.fixed.values(),
             *trial_overrides(trial.params),
             *(f"++hydra.job.env_set.{k}={quoted(v)}" for k, v in env.items()),
             f"hydra.sweep.subdir={trial.number}",  # job folders never clash across commands
+            # absolute: a job may start in another folder (a Ray worker starts in ray's)
+            f"hydra.sweep.dir={quoted(str(self.sweep_dir.absolute()))}",
         ]
 
     def check_composes(self, batch=None) -> None:
@@ -432,44 +509,12 @@ class StudyRunner:
                 return n - 1, error
         return len(overrides) - 1, reason
 
-    def values_of(self, returned) -> list[float]:
-        """The task's return value as one float per direction, or ValueError why not."""
-        n = len(self.directions)
-        try:  # a list, tuple, ListConfig, numpy array; else a float or what float() takes
-            values = [returned] if isinstance(returned, str | dict) else list(returned)
-        except TypeError:
-            values = [returned]
-        if len(values) != n:
-            raise ValueError(
-                f"the task returned {returned!r}: {n} direction(s) need {n} float value(s)"
-            )
-        try:
-            values = [float(v) for v in values]
-        except (TypeError, ValueError):
-            raise ValueError(f"the task returned {returned!r}, not float value(s)") from None
-        for v in values:
-            if not math.isfinite(v):
-                raise ValueError(f"objective is {v}")
-        return values
-
     def tell(self, trial, ret):
-        import optuna
-        from optuna.trial import TrialState
-
-        values = None
-        try:
-            values = self.values_of(returned(ret))
-            state, error = TrialState.COMPLETE, None
-        except optuna.TrialPruned:
-            state, error = TrialState.PRUNED, None
-        except Exception as e:
-            state, error = TrialState.FAIL, f"{type(e).__name__}: {e}"
-            trial.set_user_attr("error", error[:1000])
-        try:
-            self.study.tell(trial, values, state=state)
-        except RuntimeError as e:  # GridSampler stops the study once the grid is done
-            if "Study.stop" not in str(e):
-                raise
+        """How the trial ended, as the storage holds it: its job may have told it first."""
+        state, values, error = outcome(ret, len(self.directions))
+        stored = tell(self.study, trial, state, values, error)
+        state, values = stored.state, stored.values
+        error = stored.user_attrs.get("error", error)
         shown = ", ".join(f"{v:.4f}" for v in values) if values else state.name
         log.info("trial %d: %s", trial.number, shown)
         return state, error

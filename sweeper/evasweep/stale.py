@@ -3,13 +3,16 @@
 A process killed with `kill -9` (or by the OOM killer, or with its machine) does not tell
 Optuna: its trials stay RUNNING (and so would whatever else it tracks). Every sweep
 process stamps the trials it asks with who it is (user attr `process`: host, pid, start
-time), and every loop of every sweep process looks at the study's RUNNING trials:
+time), every job stamps its trial too (`job_process`, evasweep.job), and every loop of
+every sweep process looks at the study's RUNNING trials:
 
-- stamped by a process of this machine whose pid is gone (or a zombie, or reused by a
-  process started at another time): dead, known at once. The same command after `kill -9`
-  goes on without waiting grace_period.
-- any other (another machine: its pids mean nothing here): dead once its heartbeats stopped
-  for grace_period, Optuna's rule (evasweep.sampling.Heartbeat records them).
+- its job (or, before the job started, its sweep process) is a process of this machine
+  whose pid is gone (or a zombie, or reused by a process started at another time): dead,
+  known at once. The same command after `kill -9` goes on without waiting grace_period.
+  A job that outlives its killed sweep process (a SLURM job, an orphaned joblib worker)
+  keeps its trial: it tells the study its result itself.
+- any other (another machine: its pids mean nothing here): dead once the heartbeats of
+  both its processes stopped for grace_period (evasweep.heartbeat records them).
 
 Either way the trial becomes FAIL with an `error` attr saying why, so it no longer counts and
 a new trial replaces it; the app's integration hears of it (Integration.trial_died: eva ends
@@ -25,12 +28,15 @@ import sys
 import time
 from pathlib import Path
 
+from evasweep.heartbeat import stale_ids
+
 log = logging.getLogger(__name__)
 
 # {"host", "machine", "pid", "started"}: the sweep process that tells Optuna how the trial
 # ended (it asked it), and the job process that runs it (the same process with the basic
 # launcher, a joblib worker otherwise; evasweep.job stamps it, JOB_ATTR).
 OWNER_ATTR = "process"
+JOB_ATTR = "job_process"
 LAUNCHER_ENV = "EVASWEEP_LAUNCHER_PID"  # evasweep.workers' pid, in each worker's environment
 PROC = Path("/proc")
 
@@ -129,9 +135,12 @@ class DeadTrials:
     attrs and a monotonic deadline until which a live job of it may still end its own work.
     """
 
-    def __init__(self, study, storage, on_dead=None):
+    def __init__(self, study, storage, on_dead=None, interval=None, grace=None):
         self.study = study
         self.storage = storage
+        # Heartbeat settings; an RDB storage opened with them knows its own.
+        self.interval = interval or getattr(storage, "heartbeat_interval", None)
+        self.grace = grace or getattr(storage, "grace_period", None)
         self.owner = this_process()
         self.on_dead = on_dead or (lambda number, attrs, why, until: None)
 
@@ -149,18 +158,17 @@ class DeadTrials:
             return 0
         why = {}
         for trial in running:
-            owner = trial.user_attrs.get(OWNER_ATTR)
-            if is_gone(owner):
+            # The job, once it started, is what does the work; before, its sweep process.
+            process = trial.user_attrs.get(JOB_ATTR) or trial.user_attrs.get(OWNER_ATTR)
+            if is_gone(process):
+                which = "job" if JOB_ATTR in trial.user_attrs else "sweep process"
                 why[trial._trial_id] = (
-                    f"its process died: pid {owner['pid']} on {owner['host']} is gone "
-                    "(killed, e.g. kill -9 or out of memory)"
+                    f"its process died: pid {process['pid']} on {process['host']} is gone "
+                    f"(its {which}; killed, e.g. kill -9 or out of memory)"
                 )
-        if self.storage.heartbeat_interval:
-            grace = self.storage.grace_period or 2 * self.storage.heartbeat_interval
-            # Optuna's own rule (what optuna.storages.fail_stale_trials applies), asked
-            # directly so the trial gets its error attr before it is FAIL, after which no
-            # attr can be set. Private, and exact to the pinned Optuna 5.0.
-            for trial_id in self.storage._get_stale_trial_ids(self.study._study_id):
+        if self.interval:
+            grace = self.grace or 2 * self.interval
+            for trial_id in stale_ids(self.storage, self.study._study_id, running, grace):
                 why.setdefault(
                     trial_id, f"its process died or lost the storage: no heartbeat for {grace} s"
                 )

@@ -7,6 +7,11 @@ ones to its MLflow tracking URIs:
 - `postgresql://` names a driver that is installed: SQLAlchemy 2.1 reads the bare scheme as
   psycopg 3, which fails where only psycopg2 is installed;
 - a password never reaches a log, a tag or an error message (redact).
+
+An Optuna storage may also be a journal file (Optuna's JournalStorage, the FAQ's advice for
+parallel processes on one machine or a shared file system): `journal:///rel.log` relative
+to the launch folder, `journal:////abs/x.log` absolute (the sqlite rule of slashes), or a
+bare path ending in `.log`.
 """
 
 import importlib.util
@@ -17,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 from evasweep.errors import SweepError
 
 SQLITE = "sqlite:///"
+JOURNAL = "journal:///"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")  # postgres:// is Heroku's spelling
 # SQLAlchemy's module for each driver -> the scheme that names it, in SQLAlchemy's order.
 POSTGRES_DRIVERS = {"psycopg": "postgresql+psycopg://", "psycopg2": "postgresql+psycopg2://"}
@@ -45,6 +51,20 @@ def database_url(url: str, launch_dir: Path) -> str:
     if path is not None and not path.is_absolute():
         return f"{SQLITE}{(Path(launch_dir) / path).resolve()}"
     return url
+
+
+def storage_url(url: str, launch_dir: Path) -> str:
+    """An Optuna storage URL: database_url's rules, and journal files (absolute paths)."""
+    if "://" not in url and url.endswith(".log"):
+        url = f"{JOURNAL}{url}"
+    path = journal_path(url)
+    if path is None:
+        return database_url(url, launch_dir)
+    return f"{JOURNAL}{(Path(launch_dir) / path).resolve()}"
+
+
+def journal_path(url: str) -> Path | None:
+    return Path(url[len(JOURNAL) :]) if url.startswith(JOURNAL) else None
 
 
 def postgres_driver() -> str:
@@ -115,9 +135,13 @@ def file_lock(db: Path):
 
 
 def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None):
-    """Optuna's RDB storage; sqlite waits for a busy file instead of failing at once."""
+    """Optuna's RDB storage (sqlite waits for a busy file instead of failing at once), or
+    its journal storage for journal:/// URLs (heartbeats: evasweep.heartbeat)."""
     import optuna
 
+    path = journal_path(url)
+    if path is not None:
+        return open_journal(path)
     url = with_driver(url)
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith(SQLITE) else {}
     try:
@@ -132,3 +156,16 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
         if reason is None:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise SweepError(f"hydra.sweeper.storage={redact(url)}: cannot open ({reason})") from None
+
+
+def open_journal(path: Path):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    except OSError as e:
+        raise SweepError(
+            f"hydra.sweeper.storage={JOURNAL}{path}: cannot open ({e.strerror or e})"
+        ) from None

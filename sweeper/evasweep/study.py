@@ -15,26 +15,43 @@ from pathlib import Path
 
 from evasweep.errors import SweepError
 from evasweep.files import write_text
-from evasweep.storage import SQLITE, database_url, file_lock, open_storage, redact, sqlite_path
+from evasweep.storage import (
+    SQLITE,
+    file_lock,
+    journal_path,
+    open_storage,
+    redact,
+    sqlite_path,
+    storage_url,
+)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DB = "optuna.db"
+DEFAULT_STORAGE = "optuna.log"  # a journal file: faster than sqlite for parallel workers
+LEGACY_DB = "optuna.db"  # the default before: used where it exists and no journal does
 FINISHED = ("COMPLETE", "PRUNED")  # the states n_trials counts
 IDENTITY_ATTR = "evasweep_identity"  # study user attr: what identity() gave at its creation
 OLD_IDENTITY_ATTR = "eva_identity"  # what studies made before the generic core call it
 DUPLICATE = "duplicate"  # trial user attr: a redrawn parameter set (FAIL, not launched)
+SURPLUS = "surplus"  # trial user attr: asked beyond n_trials by a worker that lost a race
 
 
 def resolve_storage(storage: str | None, default: str | None, launch_dir: Path) -> str:
-    """hydra.sweeper.storage, else the integration's default, else sqlite optuna.db in the
-    launch folder. Relative sqlite paths start at the launch folder (evasweep.storage)."""
+    """hydra.sweeper.storage, else the integration's default, else the journal file
+    optuna.log in the launch folder. Relative sqlite and journal paths start at the launch
+    folder (evasweep.storage). A default journal that does not exist yet beside an
+    optuna.db (the default of earlier versions) gives way to it: its studies go on."""
     launch_dir = Path(launch_dir)
     if storage:
-        return database_url(storage, launch_dir)
-    if default:
-        return database_url(default, launch_dir)
-    return f"{SQLITE}{launch_dir.resolve() / DEFAULT_DB}"
+        return storage_url(storage, launch_dir)
+    url = storage_url(default or DEFAULT_STORAGE, launch_dir)
+    journal = journal_path(url)
+    if journal is not None and not journal.exists():
+        legacy = journal.with_name(LEGACY_DB)
+        if legacy.exists():
+            log.info("storage: %s (from before optuna.log became the default)", legacy)
+            return f"{SQLITE}{legacy}"
+    return url
 
 
 def identity(space, directions: list[str], counts: Callable[[str], bool] = lambda k: True):
@@ -79,8 +96,11 @@ def open_study(url: str, study_name: str, ident: dict, directions: list[str], he
 
 
 def open_study_locked(url: str, *args):
-    """open_study, one process at a time on a sqlite file (creating its tables races)."""
+    """open_study, one process at a time on a sqlite file (creating its tables races) or a
+    journal file (two first commands would both store the study's identity)."""
     path = sqlite_path(url)
+    if journal_path(url) is not None:  # x.log.lock is the journal's own lock: not that one
+        path = journal_path(url).with_suffix(".study")
     if path is None:
         return open_study(url, *args)
     with file_lock(path):
@@ -110,8 +130,10 @@ def summary(study, n_trials: int, storage_url: str, details=lambda trial: {}) ->
 
     by_state = counts(study)
     # Draws of a parameter set that had already run: FAIL in Optuna, never launched.
-    redrawn = sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get(DUPLICATE))
-    shown = {**by_state, "FAIL": by_state["FAIL"] - redrawn}
+    trials = study.get_trials(deepcopy=False)
+    redrawn = sum(1 for t in trials if t.user_attrs.get(DUPLICATE))
+    surplus = sum(1 for t in trials if t.user_attrs.get(SURPLUS))
+    shown = {**by_state, "FAIL": by_state["FAIL"] - redrawn - surplus}
     directions = [d.name.lower() for d in study.directions]
     result = {
         "name": "eva_optuna",
@@ -122,6 +144,7 @@ def summary(study, n_trials: int, storage_url: str, details=lambda trial: {}) ->
         "finished": finished(by_state),
         "counts": {k.lower(): v for k, v in shown.items() if v},  # fail: trials that failed
         "redrawn": redrawn,
+        "surplus": surplus,
         "search_space": _stored_identity(study).get("search_space", {}),
     }
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):

@@ -15,7 +15,9 @@ runs `python my_app.py -m <overrides>` (hydra/sweeper=eva_optuna) as G worker pr
 A killed worker's trial is failed at once by the others (evasweep/stale.py); when this
 launcher itself is killed, its workers get SIGTERM and stop as after Ctrl-C.
 On several machines, run the same command on each with one database storage
-(hydra.sweeper.storage=postgresql://...).
+(hydra.sweeper.storage=postgresql://...), or let an engine start the workers there:
+`--launcher submitit_slurm` (or an app's preset, e.g. eva's slurm_gpu) makes each worker
+a SLURM job, `--launcher ray` a Ray task (evasweep/engines.py).
 """
 
 import argparse
@@ -28,7 +30,15 @@ import threading
 import time
 from pathlib import Path
 
-from evasweep.runner import OUTCOME_ENV, READY_ENV, ROLE_ENV, WORKER_ENV, WORKERS_ENV
+from evasweep.errors import SweepError
+from evasweep.runner import (
+    OUTCOME_ENV,
+    PLACED_ENV,
+    READY_ENV,
+    ROLE_ENV,
+    WORKER_ENV,
+    WORKERS_ENV,
+)
 from evasweep.stale import LAUNCHER_ENV
 
 # Hydra's default sweep dir holds ${now:...}, which each worker would resolve on its own.
@@ -45,6 +55,12 @@ def parse_args(argv: list[str], prog: str, module: str | None, epilog: str) -> a
     parser.add_argument("--train", type=Path, default=None, help="the Hydra app's script")
     parser.add_argument(
         "--module", default=module, help=f"python -m MODULE instead (default: {module})"
+    )
+    parser.add_argument(
+        "--launcher",
+        default=None,
+        help="run each worker as a job of an engine: a hydra/launcher option of the app "
+        "(submitit_slurm, submitit_local, ray, or a preset of them); default: processes here",
     )
     args, overrides = parser.parse_known_args(argv)
     if args.workers < 1:
@@ -108,20 +124,14 @@ def main(
 
     started = time.perf_counter()
     interrupted = False
-    with tempfile.TemporaryDirectory() as tmp:
-        ready = Path(tmp) / "ready"  # worker 0 creates it once the study exists
-        procs = [start_worker(command, 0, args.workers, {READY_ENV: str(ready)})]
-        try:
-            while not ready.exists() and procs[0][0].poll() is None:
-                time.sleep(0.1)
-        except KeyboardInterrupt:
-            procs[0][0].wait()
-            return 130
-        if not ready.exists():  # it stopped before opening the study: its error is shown
-            procs[0][1].join(timeout=5)
-            return procs[0][0].returncode
-        procs += [start_worker(command, i, args.workers) for i in range(1, args.workers)]
-        codes, interrupted = wait_all(procs)
+    if args.launcher is not None:
+        codes, interrupted = run_on_engine(args, entry, command, prog)
+        if codes is None:
+            return 1
+    else:
+        codes, interrupted = run_here(args, command)
+        if isinstance(codes, int):
+            return codes
     failed = [c for c in codes if c != 0]
     outcome = "KILLED" if interrupted else ("FAILED" if failed else "FINISHED")
     if outcome != "FINISHED":  # no worker saw the study complete: end the sweep here
@@ -134,6 +144,81 @@ def main(
     if interrupted:
         return 130
     return failed[0] if failed else 0
+
+
+def run_here(args, command: list[str]):
+    """Workers as processes of this machine: (exit codes, interrupted), or an exit code
+    when worker 0 stopped before the study existed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ready = Path(tmp) / "ready"  # worker 0 creates it once the study exists
+        procs = [start_worker(command, 0, args.workers, {READY_ENV: str(ready)})]
+        try:
+            while not ready.exists() and procs[0][0].poll() is None:
+                time.sleep(0.1)
+        except KeyboardInterrupt:
+            procs[0][0].wait()
+            return 130, True
+        if not ready.exists():  # it stopped before opening the study: its error is shown
+            procs[0][1].join(timeout=5)
+            return procs[0][0].returncode, False
+        procs += [start_worker(command, i, args.workers) for i in range(1, args.workers)]
+        return wait_all(procs)
+
+
+def run_on_engine(args, entry: list[str], command: list[str], prog: str):
+    """Workers as jobs of the engine of --launcher: (exit codes, interrupted); (None, False)
+    when the launcher is refused or worker 0 stopped before the study existed."""
+    from evasweep import engines
+
+    (pattern,) = [o.split("=", 1)[1] for o in command if o.startswith("hydra.sweep.dir=")]
+    # In its job a worker runs its trials one after another, on what the engine gave it.
+    worker = [c for c in command if not engines.is_launcher_override(c)]
+    worker.append("hydra/launcher=basic")
+    try:
+        config, sweep_dir = engines.launcher_config(
+            [sys.executable, *entry], args.launcher, args.overrides, pattern
+        )
+        engine = engines.open_engine(config, args.launcher)
+    except SweepError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return None, False
+    sweep_dir = Path(sweep_dir).absolute()  # engine jobs may start in another folder
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    ready = sweep_dir / f".ready-{os.getpid()}"  # on the file system the jobs share
+    cwd = str(Path.cwd())
+
+    def env(index: int) -> dict[str, str]:
+        return {
+            ROLE_ENV: "worker",
+            WORKER_ENV: str(index),
+            WORKERS_ENV: str(args.workers),
+            **({PLACED_ENV: "1"} if engine.placed else {}),
+            **({READY_ENV: str(ready)} if index == 0 else {}),
+        }
+
+    jobs = [engine.start(0, worker, env(0), cwd)]
+    interrupted = False
+    try:
+        while not ready.exists() and engine.running(jobs[0]):
+            time.sleep(0.5)
+        if not ready.exists():
+            code = engine.wait(jobs[0])
+            print(
+                f"{prog}: worker 0 stopped (exit {code}) before the study existed: see its log",
+                file=sys.stderr,
+            )
+            return None, False
+        jobs += [engine.start(i, worker, env(i), cwd) for i in range(1, args.workers)]
+        codes = [engine.wait(job) for job in jobs]
+    except KeyboardInterrupt:  # the jobs are not this process's children: stop them
+        interrupted = True
+        for job in jobs:
+            engine.cancel(job)
+        codes = [engine.wait(job) for job in jobs]
+    finally:
+        ready.unlink(missing_ok=True)
+        engine.close()
+    return codes, interrupted
 
 
 def wait_all(procs) -> tuple[list[int], bool]:

@@ -3,7 +3,7 @@
 Every app has the same shape: a config.yaml and an app.py whose task writes what it saw
 (its config, the trial the job API gave it) as job.json into its own output folder, then
 returns the objective. A sweep runs as the user would run it, in a subprocess, started in
-the app's folder (the launch folder, where optuna.db lands), with
+the app's folder (the launch folder, where the study's optuna.log lands), with
 hydra.sweep.dir=multirun so that job N's folder is multirun/N.
 """
 
@@ -90,13 +90,20 @@ def sweep(folder: Path, *overrides: str, env=None, check=True) -> subprocess.Com
     return run_app(folder, *sweep_args(*overrides), env=env, check=check)
 
 
-def storage(folder: Path) -> str:
-    """Where a sweep keeps its study by default: optuna.db in the launch folder."""
-    return f"sqlite:///{Path(folder).resolve()}/optuna.db"
+def storage(folder: Path):
+    """Where a sweep keeps its study by default: the journal optuna.log in the launch folder."""
+    from evasweep.storage import open_storage
+
+    return open_storage(f"journal:///{Path(folder).resolve()}/optuna.log")
+
+
+def no_study(folder: Path) -> bool:
+    """No storage was created in the folder: neither the journal default nor a sqlite file."""
+    return not any((Path(folder) / name).exists() for name in ("optuna.log", "optuna.db"))
 
 
 def load(folder: Path):
-    """The one study of the folder's optuna.db."""
+    """The one study of the folder's optuna.log."""
     import optuna
 
     names = optuna.get_all_study_names(storage(folder))

@@ -12,6 +12,7 @@ from apps import (
     clean_env,
     error_line,
     load,
+    no_study,
     results,
     states,
     sweep,
@@ -123,7 +124,7 @@ def test_bad_settings_fail_in_one_line_before_any_study(quadratic, override, key
     assert key in line
     if "custom_search_space" in override:
         assert "hydra.sweeper.custom_search_space" in line
-    assert not (quadratic / "optuna.db").exists()
+    assert no_study(quadratic)
 
 
 def test_a_custom_search_space_that_raises_fails_its_trial_and_the_sweep_in_one_line(quadratic):
@@ -153,7 +154,7 @@ def test_a_sampler_whose_package_is_missing_is_refused_before_any_study(quadrati
     args = ("x=interval(-5,5)", f"hydra/sweeper/sampler={sampler}")
     line = error_line(sweep(quadratic, *args, check=False))
     assert f"needs the Python package(s) {', '.join(missing)}" in line
-    assert not (quadratic / "optuna.db").exists()
+    assert no_study(quadratic)
 
 
 def test_the_older_search_space_form_is_read_as_params(quadratic):

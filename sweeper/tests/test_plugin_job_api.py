@@ -5,7 +5,7 @@ import json
 from statistics import median
 
 import pytest
-from apps import job, load, results, run_app, states, sweep, write_app
+from apps import job, load, no_study, results, run_app, states, sweep, write_app
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
@@ -98,4 +98,4 @@ def test_there_is_no_current_trial_outside_a_sweep(tmp_path):
     run_app(app, "x=0.25", "hydra.run.dir=plain")
     seen = json.loads((app / "plain" / "job.json").read_text())
     assert seen["cfg"] == {"x": 0.25} and seen["trial"] is None
-    assert not (app / "optuna.db").exists()
+    assert no_study(app)

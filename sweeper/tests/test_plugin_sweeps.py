@@ -5,7 +5,7 @@ import itertools
 import shutil
 
 import optuna
-from apps import error_line, job, load, results, states, sweep, write_app
+from apps import error_line, job, load, no_study, results, states, storage, sweep, write_app
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
@@ -125,7 +125,7 @@ def test_a_pruner_is_refused_for_a_multi_objective_sweep(quadratic):
     )
     line = error_line(proc)
     assert "hydra.sweeper.pruner" in line and "multi-objective" in line
-    assert not (quadratic / "optuna.db").exists()
+    assert no_study(quadratic)
 
 
 def test_custom_search_space_adds_params_the_jobs_receive(quadratic):
@@ -167,7 +167,7 @@ def test_the_same_command_resumes_the_study_to_its_total(tmp_path):
     assert len(before) == 3
 
     sweep(app, *command, "hydra.sweeper.n_trials=5")
-    study = load(app)  # still the only study of optuna.db
+    study = load(app)  # still the only study of optuna.log
     assert study.study_name == first.study_name
     done = finished(study)
     assert len(done) == 5
@@ -183,5 +183,5 @@ def test_the_same_command_resumes_the_study_to_its_total(tmp_path):
 
     # another command (another fixed override) is another study, not more of this one
     sweep(app, *command, "y=1.0", "hydra.sweeper.n_trials=1")
-    names = optuna.get_all_study_names(f"sqlite:///{app}/optuna.db")
+    names = optuna.get_all_study_names(storage(app))
     assert len(names) == 2 and first.study_name in names

@@ -229,8 +229,8 @@ class EvaOptunaSweeperConfig:
     # null: "<job name>-<hash of the search space and fixed overrides>", so the same
     # command always continues the same study and a changed command starts a new one.
     study_name: str | None = None
-    # null: a sqlite file optuna.db in the launch folder (or where the app's integration
-    # says). postgresql://... or mysql://... for many machines.
+    # null: the journal file optuna.log in the launch folder (or where the app's
+    # integration says); x.db or sqlite:///x.db: sqlite; postgresql://... for many machines.
     storage: str | None = None
     n_trials: int = 20  # total finished (complete + pruned) trials of the study
     n_jobs: int = 1  # trials launched at once (with hydra/launcher=joblib: in parallel)

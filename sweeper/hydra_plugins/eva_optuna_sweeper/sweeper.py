@@ -19,8 +19,15 @@ class EvaOptunaSweeper(Sweeper):
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
 
+        from evasweep.job import JobReporter
+
         self.config = config
         self.hydra_context = hydra_context
+        # Each job sends its trial's heartbeats and tells its outcome itself: launchers
+        # carry the context's callbacks to the job's process, wherever it runs.
+        callbacks = hydra_context.callbacks.callbacks
+        if not any(isinstance(c, JobReporter) for c in callbacks):
+            callbacks.append(JobReporter())
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
         )
