@@ -1,8 +1,9 @@
 """The sweeper plugin's own tests: Hydra apps of a few lines, no eva, torch or mlflow.
 
 They need hydra-core, optuna and pytest, and the plugin importable (`pip install ./sweeper`,
-or PYTHONPATH=sweeper). hydra-joblib-launcher and cmaes are optional: tests that need them
-are skipped without. apps.py writes the apps and runs their sweeps in subprocesses.
+or PYTHONPATH=sweeper). hydra-joblib-launcher, hydra-submitit-launcher and cmaes are
+optional: tests that need them are skipped without. apps.py writes the apps and runs their
+sweeps in subprocesses.
 """
 
 import sys

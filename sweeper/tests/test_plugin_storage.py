@@ -196,8 +196,13 @@ def test_kill_9_of_one_of_4_workers_then_the_same_command_loses_and_repeats_noth
     s = study()
     by_state = states(s)
     assert by_state["COMPLETE"] == 12 and set(by_state) <= {"COMPLETE", "FAIL"}
-    killed = s.trials[victim.number]
-    assert killed.state == TrialState.FAIL and "process died" in killed.user_attrs["error"]
+    # the trial the killed worker was running (it may have moved on to its next one
+    # between the look and the kill) is FAIL, and it alone
+    pid = victim.user_attrs[JOB_ATTR]["pid"]
+    ran = [t for t in s.trials if JOB_ATTR in t.user_attrs]  # not a withdrawn surplus draw
+    (killed,) = [t for t in ran if t.state == TrialState.FAIL]
+    assert killed.user_attrs[JOB_ATTR]["pid"] == pid
+    assert f"process died: pid {pid}" in killed.user_attrs["error"]
     complete = s.get_trials(states=(TrialState.COMPLETE,))
     assert len({t.params["x"] for t in complete}) == 12  # no parameter set ran twice
     # every trial that ran has its own job folder, none was run by two workers
