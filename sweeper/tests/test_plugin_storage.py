@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 
 from evasweep.heartbeat import BEAT_ATTR
 from evasweep.stale import JOB_ATTR, OWNER_ATTR, DeadTrials
-from evasweep.storage import open_storage, storage_url
+from evasweep.storage import file_lock, open_storage, storage_url
 
 
 def test_journal_urls_follow_the_sqlite_rule_of_slashes(tmp_path):
@@ -166,11 +166,18 @@ def test_kill_9_of_one_of_4_workers_then_the_same_command_loses_and_repeats_noth
     url = storage_url(storage, app)
     path = app / Path(storage.removeprefix("journal:///"))
 
+    opened = []
+
     def study():
-        if not path.exists():  # opening it would create it, racing worker 0
-            return None
-        names = optuna.get_all_study_names(open_storage(url))
-        return optuna.load_study(study_name=names[0], storage=open_storage(url)) if names else None
+        if not opened:
+            if not path.exists():  # opening it would create it, racing worker 0
+                return None
+            # Worker 0 creates the file, then its tables and the study, holding the lock
+            # the sweeper takes for that: opened under it, the storage never races it.
+            with file_lock(path if storage.endswith(".db") else path.with_suffix(".study")):
+                opened.append(open_storage(url))
+        names = optuna.get_all_study_names(opened[0])
+        return optuna.load_study(study_name=names[0], storage=opened[0]) if names else None
 
     proc = subprocess.Popen(
         command, cwd=app, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
