@@ -318,13 +318,11 @@ class StudyRunner:
             except Exception as e:
                 returns = self.lost(trials, e)
             for trial, ret in zip(trials, returns, strict=True):
-                if ret is None:  # its job may still run: it tells the study itself
-                    heartbeat.trial_ids.discard(trial._trial_id)
-                    self.in_flight.remove(trial)
-                    continue
-                state, reason = self.tell(trial, ret)
                 heartbeat.trial_ids.discard(trial._trial_id)
                 self.in_flight.remove(trial)
+                if ret is None:  # its job may still run: it tells the study itself
+                    continue
+                state, reason = self.tell(trial, ret)
                 launched += 1
                 if state == TrialState.FAIL:
                     failed, error = failed + 1, reason
