@@ -1,5 +1,9 @@
 """Start-up: seconds from `python train.py ...` to its first training batch.
 
+Also for a 1-trial Optuna sweep (`-m hparams_search=optuna`), whose first trial runs in the
+launching process: what a sweep adds before its first batch (composing the search space's
+probes, opening the study and the MLflow parent run).
+
 Each launch is a fresh process, as a user types it, in a temporary folder. The number is
 the run's own `startup_seconds` (results.json): from the OS starting the process (Python's
 own start-up included, /proc/self/stat) to the first batch in the training loop's hands.
@@ -80,20 +84,40 @@ def first_batch(run_args: list[str], cwd: Path, name: str) -> tuple[float, float
     return results["startup_seconds"], wall
 
 
+def sweep_first_batch(run_args: list[str], cwd: Path, name: str) -> tuple[float, float]:
+    """The same for a 1-trial Optuna sweep (a new study each time, in the same store and
+    study file): its first trial is the process's first job, timed from the launch."""
+    sweep_dir = cwd / "sweeps" / name
+    wall, _ = launch(
+        [
+            "-m",
+            "hparams_search=optuna",
+            "hydra/sweeper/pruner=none",
+            "hydra.sweeper.n_trials=1",
+            f"hydra.sweeper.study_name={name}",
+            *run_args,
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        cwd,
+    )
+    results = json.loads((sweep_dir / "0" / "results.json").read_text())
+    return results["startup_seconds"], wall
+
+
 def measure(run_args: list[str], cwd: Path, repeats: int, others: int) -> tuple[list, dict]:
     """The table's rows and {kind: median seconds} of launches in `cwd`."""
     rows, measured = [], {}
     creating, wall = first_batch(run_args, cwd, "first")  # creates mlflow.db in cwd
     rows.append(["first launch here (creates mlflow.db)", f"{creating:.2f}", "", f"{wall:.1f}"])
     measured["creating"] = creating
-    # The three kinds of launch alternate (eva, eva without MLflow, plain, eva, ...), so a
-    # slow minute of this shared machine weighs on all three; ratios are of the medians.
-    walls: dict[str, list[float]] = {"tracking": [], "no_tracking": []}
+    # The kinds of launch alternate (eva, eva without MLflow, a sweep, plain, eva, ...), so a
+    # slow minute of this shared machine weighs on all of them; ratios are of the medians.
+    walls: dict[str, list[float]] = {"tracking": [], "no_tracking": [], "sweep": []}
     launches = itertools.count()  # a run folder per launch
 
-    def eva(extra: list[str], key: str):
+    def eva(extra: list[str], key: str, how=first_batch):
         def run() -> float:
-            seconds, wall = first_batch([*run_args, *extra], cwd, f"{key}{next(launches)}")
+            seconds, wall = how([*run_args, *extra], cwd, f"{key}{next(launches)}")
             walls[key].append(wall)
             return seconds
 
@@ -103,6 +127,7 @@ def measure(run_args: list[str], cwd: Path, repeats: int, others: int) -> tuple[
         {
             "tracking": eva([], "tracking"),
             "no_tracking": eva(["tracking.enabled=false"], "no_tracking"),
+            "sweep": eva([], "sweep", sweep_first_batch),
             "plain": lambda: plain_first_batch(cwd),
         },
         repeats=repeats,
@@ -112,6 +137,7 @@ def measure(run_args: list[str], cwd: Path, repeats: int, others: int) -> tuple[
     for label, key in [
         ("MLflow on (store exists): the default", "tracking"),
         ("tracking.enabled=false", "no_tracking"),
+        ("-m hparams_search=optuna, 1 trial (store exists)", "sweep"),
         ("plain PyTorch script (the floor)", "plain"),
     ]:
         every = " ".join(f"{s:.2f}" for s in times[key])
@@ -167,6 +193,8 @@ def main(argv: list[str] | None = None) -> dict:
             "seconds_to_first_batch": round(measured["tracking"], 3),
             "seconds_to_first_batch_no_tracking": round(measured["no_tracking"], 3),
             "seconds_to_first_batch_creating_store": round(measured["creating"], 3),
+            "seconds_to_first_batch_sweep": round(measured["sweep"], 3),
+            "sweep_minus_single_seconds": round(measured["sweep"] - measured["tracking"], 3),
             "plain_pytorch_seconds_to_first_batch": round(measured["plain"], 3),
             "ratio_to_plain": round(measured["tracking"] / measured["plain"], 3),
             "ratio_to_plain_no_tracking": round(measured["no_tracking"] / measured["plain"], 3),

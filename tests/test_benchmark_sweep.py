@@ -101,3 +101,85 @@ def test_data_check_loads_fashion_mnist_where_the_jobs_will(bench, tmp_path):
     blocked.write_text("not a folder")
     why = bench.fashion_mnist_missing(blocked)
     assert why and "\n" not in why
+
+
+# ----------------------------------------------------------------------------- bare vs eva
+
+
+def test_the_bare_loop_trains_what_eva_trains_by_default(bench, compose):
+    """The numbers the bare loop writes plainly are eva's defaults (a changed YAML fails
+    here, not silently in the comparison)."""
+    cfg = compose("hparams_search=optuna", "dataset=fashion_mnist", "model=session6")
+    assert cfg.seed == bench.SEED and cfg.batch_size == bench.BATCH and cfg.epochs > 0
+    o, s = cfg.optimizer, cfg.scheduler
+    assert o.lr == bench.LR and o.decay_norm_and_bias  # every parameter decayed
+    assert {k: o[k] for k in bench.SGD} == bench.SGD
+    expected = {k: s[k] for k in ("pct_start", "div_factor", "final_div_factor")}
+    expected.update(anneal_strategy=s.anneal, base_momentum=s.base_momentum)
+    expected.update(max_momentum=s.max_momentum)
+    assert expected == bench.ONECYCLE and s.cycle_momentum and s.peak_epoch is None
+    assert list(cfg.dataset.mean) == [bench.MEAN] and list(cfg.dataset.std) == [bench.STD]
+    assert list(cfg.model.channels) == [24, 48, 64, 96] and cfg.l1_weight == 0.0
+
+
+def test_the_bare_loop_asks_for_the_search_of_the_optuna_preset(bench):
+    import optuna
+    from omegaconf import OmegaConf
+
+    from eva.config import CONF_DIR
+    from evasweep.space import parse_space
+
+    preset = OmegaConf.load(CONF_DIR / "hparams_search" / "optuna.yaml")
+    params = OmegaConf.to_container(preset.hydra.sweeper.params)
+    eva_space = parse_space(params, []).distributions
+    trial = optuna.create_study().ask()
+    asked = bench.suggest(trial)
+    assert list(asked) == list(eva_space)  # same keys, in the same order
+    assert trial.distributions == eva_space
+
+
+def test_same_params_and_the_checks_of_a_bare_comparison(bench):
+    a = [{"x": 0.1, "c": 1e-5}, {"x": 0.2, "c": 0.0}]
+    assert bench.same_params(a, [{"x": 0.1 + 1e-12, "c": 1e-5}, {"x": 0.2, "c": 0.0}])
+    assert not bench.same_params(a, a[:1])
+    assert not bench.same_params(a, [{"x": 0.1, "c": 1e-5}, {"x": 0.21, "c": 0.0}])
+    log = Path("/tmp/x.log")
+    good = {"params": a, "states": {"COMPLETE": 2}, "best": 1, "reports": [1], "models": [1]}
+    assert bench.check_bare("eva", 0, good, 2, log) is None
+    assert bench.check_bare("bare", 0, {"params": a}, 2, log) is None
+    assert "exit code 3" in bench.check_bare("bare", 3, None, 2, log)
+    assert "1 trials, expected 2" in bench.check_bare("bare", 0, {"params": a[:1]}, 2, log)
+    extra = bench.check_bare("eva", 0, {**good, "reports": [0, 1]}, 2, log)
+    assert "reports for trials [0, 1]" in extra and "best trial 1 only" in extra
+    nomodel = bench.check_bare("eva", 0, {**good, "models": []}, 2, log)
+    assert "models for []" in nomodel
+
+
+def test_the_bare_summary_is_the_median_of_the_pairs(bench):
+    def run(wall):
+        return {"wall": wall, "params": [{"x": 1.0}]}
+
+    runs = {
+        "bare": [run(100.0), run(90.0), run(110.0)],
+        "eva": [run(103.0), run(99.0), run(104.5)],
+    }
+    s = bench.summarize_bare(runs, 8)
+    assert s["pair_ratios"] == [1.03, 1.1, 0.95]
+    assert s["ratio"] == 1.03  # the median pair, not the ratio of medians
+    assert s["bare_trials_per_hour"] == round(8 / 100.0 * 3600)
+    assert s["eva_trials_per_hour"] == round(8 / 103.0 * 3600)
+    assert s["same_params"] is True
+
+
+def test_the_bare_loop_runs_a_tiny_study(bench, fmnist_root):
+    if bench.fashion_mnist_missing(fmnist_root):  # unpacks the Debian copy, as main() does
+        pytest.skip("needs the Debian package dataset-fashion-mnist")
+    out = bench.bare_loop(2, fmnist_root, train_subset=256, test_subset=64, threads=1)
+    assert len(out["values"]) == len(out["params"]) == 2
+    assert all(0.0 <= v <= 1.0 for v in out["values"])
+    assert {k for p in out["params"] for k in p} == {
+        "scheduler.max_lr",
+        "model.dropout",
+        "l1_weight",
+    }
+    assert out["params"][0] != out["params"][1]

@@ -58,7 +58,7 @@ def test_a_range_of_one_value_still_is_a_search_space():
 
 
 def test_the_values_composed_before_the_sweep_are_every_choice_and_both_bounds():
-    from evasweep.space import probes
+    from evasweep.space import probes, single_probe
 
     space = parse_space(
         {
@@ -70,13 +70,16 @@ def test_the_values_composed_before_the_sweep_are_every_choice_and_both_bounds()
         ["seed=7"],
     )
     base = ["seed=7", "optimizer=sgd", "model.dropout=0.0", "epochs=2", "l1_weight=0.0"]
+    # one list per value of the key with the most (l1_weight: 3): each compose is a Hydra load
     assert probes(space) == [
-        (None, None, base),
-        ("optimizer", "adam", ["seed=7", "optimizer=adam", *base[2:]]),
-        ("model.dropout", 0.3, [*base[:2], "model.dropout=0.3", *base[3:]]),
-        ("l1_weight", 1e-05, [*base[:4], "l1_weight=1e-05"]),
-        ("l1_weight", 0.0001, [*base[:4], "l1_weight=0.0001"]),
+        ({}, base),
+        (
+            {"optimizer": "adam", "model.dropout": 0.3, "l1_weight": 1e-05},
+            ["seed=7", "optimizer=adam", "model.dropout=0.3", "epochs=2", "l1_weight=1e-05"],
+        ),
+        ({"l1_weight": 0.0001}, [*base[:4], "l1_weight=0.0001"]),
     ]
+    assert single_probe(space, "model.dropout", 0.3) == [*base[:2], "model.dropout=0.3", *base[3:]]
 
 
 def sweep_args(tmp_path, *swept, experiment=None):

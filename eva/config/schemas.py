@@ -39,6 +39,14 @@ class RangeTestRule(StrEnum):
     min_loss = "min_loss"  # LR of the lowest loss / 10
 
 
+class ReportTrials(StrEnum):
+    # the best trial of an Optuna sweep (each trial of a Pareto front), once the study is
+    # complete, from its checkpoint, into its own folder and MLflow run
+    best = "best"
+    all = "all"  # every trial as it ends, as a single run does
+    none = "none"  # no trial of a sweep
+
+
 class AugmentBackend(StrEnum):
     # per image, in DataLoader workers (the course's way; CPU-bound)
     albumentations = "albumentations"
@@ -154,6 +162,10 @@ class ReportConfig:
     """Plots and per-class numbers after training and in mode=test: eva/report/."""
 
     enabled: bool = True  # false: no plots and no per-class report
+    # Which trials of an Optuna sweep make the reports and log the MLflow model (the costly
+    # records; every trial keeps params, metrics, results and its checkpoint). A single
+    # run always makes both.
+    trials: ReportTrials = ReportTrials.best
     samples: int = 32  # augmented training images in the samples grid
     misclassified: int = 24  # most confident mistakes shown
     gradcam: int = 12  # of those, explained with GradCAM heat maps

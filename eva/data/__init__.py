@@ -96,13 +96,29 @@ def build_data(cfg, device: torch.device | None = None, num_workers: int = 0) ->
     return Data(fresh_train(), test, val, train_set, test_set, full_train.classes, fresh_train)
 
 
+# The splits this process loaded last, by (dataset config, split): a sweep's trials in one
+# process, and the reports its best trial gets at the end, read and decode the files once.
+_loaded: dict[tuple[str, bool], ImageSet] = {}
+
+
 def load_split(cfg, train: bool) -> ImageSet:
     """The whole training or test split from the dataset's builder (eva/data/datasets.py
-    gives the contract), checked against what the config says of it."""
+    gives the contract), checked against what the config says of it. Kept for the next
+    run of this process with the same dataset config (each run subsets a copy)."""
+    import json
+
+    from omegaconf import OmegaConf
+
     from eva.config.validate import dataset_inputs, eva_keys
 
     d = cfg.dataset
-    split = options.build("dataset", d, eva_keys("dataset"), dataset_inputs(cfg, train))
+    inputs = dataset_inputs(cfg, train)
+    node = OmegaConf.to_container(d, resolve=True)
+    same = {**node, **{k: v for k, v in inputs.items() if k != "train"}}
+    key = (json.dumps(same, sort_keys=True, default=str), train)
+    if key in _loaded:
+        return _loaded[key]
+    split = options.build("dataset", d, eva_keys("dataset"), inputs)
     which = "training" if train else "test"
     if not isinstance(split, ImageSet):
         raise EvaError(
@@ -130,6 +146,9 @@ def load_split(cfg, train: bool) -> ImageSet:
             f"dataset {d.name}: {len(split.classes)} class names, dataset.num_classes="
             f"{d.num_classes}"
         )
+    if not any(k[0] == key[0] for k in _loaded):  # another dataset: forget the last one
+        _loaded.clear()
+    _loaded[key] = split
     return split
 
 

@@ -10,17 +10,26 @@ uint8 scale: the transforms run before Normalize, so a hole becomes exactly 0 af
 """
 
 import os
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network check at import
+from eva.data.rules import check_standard_augment, mean_fill
 
-import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
-from albumentations.pytorch import ToTensorV2  # noqa: E402
+if TYPE_CHECKING:
+    import albumentations as A
 
-from eva.data.rules import check_standard_augment, mean_fill  # noqa: E402
+# albumentations and cv2 are imported inside the functions, not here: eva's config check
+# imports this module for `standard`'s signature and its check even with
+# augment.backend=torch, which never uses albumentations; the GPU check (benchmarks/gpu.py)
+# runs where neither is installed.
 
-BORDERS = {"reflect": cv2.BORDER_REFLECT_101, "constant": cv2.BORDER_CONSTANT}
+
+def _albumentations():
+    """(albumentations, cv2), imported on first use."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network check at import
+    import albumentations
+    import cv2
+
+    return albumentations, cv2
 
 
 def standard(
@@ -44,12 +53,14 @@ def standard(
     1 +- scale, rotate: degrees each way). cutout_size: side of one square hole filled with
     the mean, with probability cutout_p (0 = off).
     """
+    A, cv2 = _albumentations()
     fill = mean_fill(mean)
     steps = []
     if pad > 0:
         size = image_size + 2 * pad
+        border = {"reflect": cv2.BORDER_REFLECT_101, "constant": cv2.BORDER_CONSTANT}[pad_mode]
         steps += [
-            A.PadIfNeeded(size, size, border_mode=BORDERS[pad_mode], fill=fill),
+            A.PadIfNeeded(size, size, border_mode=border, fill=fill),
             A.RandomCrop(image_size, image_size),
         ]
     if hflip_p > 0:
@@ -82,9 +93,12 @@ def standard(
 standard.check = check_standard_augment  # eva/config/validate.py runs it before any work
 
 
-def compose(steps, mean, std, seed: int) -> A.Compose | None:
+def compose(steps, mean, std, seed: int) -> "A.Compose | None":
     """A builder's transforms -> uint8 HWC image in, normalized float CHW tensor out, seeded;
     None when there are no transforms (nothing random to do)."""
+    A, _ = _albumentations()
+    from albumentations.pytorch import ToTensorV2
+
     if isinstance(steps, A.BaseCompose):
         steps = list(steps.transforms)
     elif isinstance(steps, A.BasicTransform):

@@ -5,7 +5,8 @@ The augmentations are the ones eva/data/augment.py builds with albumentations, i
 order and with each random parameter drawn from the same distribution as albumentations
 2.0.8 draws it; the streams differ, so the same seed gives other (equally likely) images.
 Every random number is drawn on the CPU from a torch.Generator and only then moved to the
-device: a batch's parameters depend on its seed alone, on a CPU as on a GPU (so do its
+device, asynchronously from page-locked memory (loaders.to_device: the host never waits for
+the GPU): a batch's parameters depend on its seed alone, on a CPU as on a GPU (so do its
 pixels, but for the odd warped pixel whose float rounding lands the other way).
 """
 
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from eva.data.loaders import TensorBatches
+from eva.data.loaders import TensorBatches, to_device
 
 # albumentations is not imported on this path (eva.data holds the shared rules)
 from eva.data.rules import check_standard_augment, mean_fill
@@ -113,6 +114,12 @@ class BatchAugment:
         self.cutout_p = float(cutout_p)
         self.fill = torch.tensor(mean_fill(list(mean)), dtype=torch.uint8)
 
+    def _fill_on(self, device: torch.device) -> torch.Tensor:
+        """The fill colour on `device`, copied there once (not once per batch)."""
+        if self.fill.device != device:
+            self.fill = to_device(self.fill, device)
+        return self.fill
+
     @property
     def active(self) -> bool:
         return self.pad > 0 or self.hflip_p > 0 or self.affine_p > 0 or self.cutout > 0
@@ -121,7 +128,7 @@ class BatchAugment:
         b, c, h, w = images.shape
         if (h, w) != (self.size, self.size):
             raise EvaError(f"batch augment: images are {h}x{w}, dataset.image_size={self.size}")
-        fill = self.fill.to(images.device)
+        fill = self._fill_on(images.device)
         out = self._crop_flip(images, fill, generator)
         if out is images:  # the steps below write in place: never into the caller's batch
             out = images.clone()
@@ -143,7 +150,7 @@ class BatchAugment:
         rows, cols = torch.arange(h).view(1, h), torch.arange(w).view(1, w)
         cols = torch.where(flips, w - 1 - cols, cols)  # flip after the crop: mirror the output
         dev = images.device
-        rows, cols = (rows + offsets[0]).to(dev), (cols + offsets[1]).to(dev)  # unpadded coords
+        rows, cols = to_device(rows + offsets[0], dev), to_device(cols + offsets[1], dev)
         inside = None
         if self.pad > 0:
             if self.reflect:
@@ -176,8 +183,8 @@ class BatchAugment:
         if len(who) == 0:
             return
         theta = affine_theta(translate[who], scale[who], angle[who], self.size)
-        who = who.to(out.device)
-        out.index_copy_(0, who, warp(out.index_select(0, who), theta.to(out.device), fill))
+        who, theta = to_device(who, out.device), to_device(theta, out.device)
+        out.index_copy_(0, who, warp(out.index_select(0, who), theta, fill))
 
     def _cutout(self, out, fill, g) -> None:
         """CoarseDropout with one size x size hole, its corner uniform over 0..H - size."""
@@ -189,12 +196,12 @@ class BatchAugment:
         if len(who) == 0:
             return
         dev = out.device
-        top, left = corner[who].to(dev).unbind(1)
+        top, left = to_device(corner[who], dev).unbind(1)
         ar = torch.arange(s, device=dev)
         # Writes only the holes' pixels (k * C * s * s), not a mask over the whole batch.
         pixels = (top[:, None] + ar).unsqueeze(2) * w + (left[:, None] + ar).unsqueeze(1)
         index = (
-            who.to(dev).view(-1, 1, 1),
+            to_device(who, dev).view(-1, 1, 1),
             torch.arange(c, device=dev).view(1, c, 1),
             pixels.view(-1, 1, s * s),
         )

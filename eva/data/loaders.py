@@ -55,8 +55,17 @@ def epoch_plan(
     else:  # nothing to seed: the generator moves by the permutation alone
         seeds = [None] * count
     if device is not None:
-        order = order.to(device)
+        order = to_device(order, torch.device(device))
     return list(zip(order.split(batch_size), seeds, strict=True))
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor of drawn numbers (indices, offsets) on `device`, without making the host
+    wait for the GPU: a copy from pageable memory waits for the device's queue, one from
+    page-locked memory does not (torch keeps the pinned block until the copy is done)."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 class TensorBatches:

@@ -17,6 +17,7 @@ from eva.engine.checkpoint import load_checkpoint, save_checkpoint
 from eva.engine.loop import evaluate, train_one_epoch
 from eva.errors import EvaError
 from eva.files import write_json
+from eva.modes import finish as finishing
 from eva.modes import resume as resuming
 from eva.modes import runtime
 from eva.optim import L1Penalty, build_optimizer, build_scheduler
@@ -112,6 +113,8 @@ def _train(cfg, output_dir: Path, launch: Launch | None, saved: dict | None) -> 
         if data.val is not None:
             results["best_val_acc"] = best["val_acc"]
         results["objective"] = results[f"best_{selected_on}_acc"]
+        # A sweep's trial may leave its reports and model to the sweep (eva/modes/finish.py)
+        results["artefacts"] = artefacts = finishing.planned(cfg, rt.launch)
         if len(history) < cfg.epochs:  # stopped early by the sweep's pruner
             results["pruned_at_epoch"] = len(history)
             tracker.set_tags({"pruned": "true", "pruned_at_epoch": str(len(history))})
@@ -119,7 +122,7 @@ def _train(cfg, output_dir: Path, launch: Launch | None, saved: dict | None) -> 
 
         # From here on the model holds the best epoch's weights: reports and MLflow model.
         rt.model.load_state_dict(load_checkpoint(best["checkpoint"])["model"])
-        if cfg.report.enabled:
+        if artefacts["reports"] == finishing.MADE:
             from eva.report import make_reports
 
             reports = make_reports(cfg, rt.model, data, rt.device, output_dir, history, lrs)
@@ -127,6 +130,7 @@ def _train(cfg, output_dir: Path, launch: Launch | None, saved: dict | None) -> 
             tracker.log_metrics(reports.metrics, step=best["epoch"], phase="final")
             write_json(results, output_dir / "results.json")
         if tracker.enabled:
+            tracker.set_tags({"artefacts": finishing.describe(artefacts)})
             record_outputs(cfg, tracker, rt.model, data, results, output_dir)
             results["mlflow_model_uri"] = tracker.model_uri
             results["tracking_seconds"] = dict(tracker.seconds)
@@ -309,7 +313,5 @@ def record_outputs(cfg, tracker: Tracker, model, data, results: dict, output_dir
     if cfg.tracking.log_checkpoint:
         files["checkpoints"] = checkpoint
     tracker.log_files(files)
-    if cfg.tracking.log_model:
-        best = copy.deepcopy(model).cpu()  # already the best epoch's weights
-        example = next(iter(data.test))[0][:2].cpu().numpy()  # two normalised test images
-        tracker.log_model(best.eval(), example, step=results["best_epoch"])
+    if results["artefacts"]["model"] == finishing.MADE:
+        finishing.log_best_model(tracker, model, data, step=results["best_epoch"])

@@ -5,16 +5,21 @@ validation before any trial runs; the study lives next to the MLflow store and i
 after the run's `name`; runtime keys (device, loader workers) leave the study's identity
 alone; one MLflow parent run per study holds every trial's run (eva/sweep/parent.py);
 jobs get a slot (GPU k, or 1/n of the cores); the MLflow run of a trial whose process died
-ends KILLED (eva/sweep/runs.py). eva/cli/main.py opts in with evasweep.use_integration.
+ends KILLED (eva/sweep/runs.py); once the study is complete its best trial gets the
+reports and MLflow model its job left to the sweep (report.trials=best, eva/modes/finish.py).
+eva/cli/main.py opts in with evasweep.use_integration.
 """
 
 import json
+import logging
 import os
 from pathlib import Path
 
 from eva.config.schemas import is_runtime_key
 from eva.errors import EvaError
 from evasweep.integration import Integration
+
+log = logging.getLogger(__name__)
 
 SLOT_ENV = "EVA_SLOT"  # 0..SLOTS-1: which device / share of the CPU cores the job takes
 SLOTS_ENV = "EVA_SLOTS"  # how many jobs run at once on this machine
@@ -33,6 +38,22 @@ class EvaIntegration(Integration):
     def __init__(self):
         self.parent = None  # eva.sweep.parent.StudyParent, once the study is open
         self.runs = None  # eva.sweep.runs.TrialRuns: the trials' MLflow runs
+        self.config = None  # the sweep's config, once it starts
+        self.launch_dir = None
+        self.tracker = None  # the parent run's tracker, opening since prepare()
+        self.opening_error = None  # why it could not open: raised by start()
+        self.slot = None  # the slot of the last job launched: where the best is finished
+
+    def prepare(self, config, launch_dir: Path) -> None:
+        """Open the MLflow store for the parent run in eva's writer process (imports and
+        store take seconds) while the sweeper composes the search space's probes."""
+        from eva.sweep.parent import open_tracker
+
+        self.config, self.launch_dir = config, Path(launch_dir)
+        try:
+            self.tracker = open_tracker(config, self.launch_dir)
+        except EvaError as e:  # a tracking server that does not answer: after bad input
+            self.opening_error = e
 
     def study_prefix(self, config) -> str:
         return str(config.name)
@@ -63,11 +84,15 @@ class EvaIntegration(Integration):
         from eva.sweep.parent import StudyParent
         from eva.sweep.runs import TrialRuns
 
-        self.parent = StudyParent.open(config, study, space, storage_url, sweep_dir)
+        if self.opening_error is not None:
+            raise self.opening_error
+        self.config = config
+        self.parent = StudyParent.open(config, study, space, storage_url, sweep_dir, self.tracker)
         self.runs = TrialRuns(self.parent.tracker)
         self.runs.end_orphans(study)
 
     def job_env(self, trial, slot: int, slots: int) -> dict[str, str]:
+        self.slot = slot
         env = {SLOT_ENV: str(slot), SLOTS_ENV: str(slots)}
         if self.parent is not None and self.parent.handle is not None:
             env[self.parent.ENV] = json.dumps(self.parent.handle)
@@ -86,7 +111,67 @@ class EvaIntegration(Integration):
     def record(self, result: dict, results_file: Path) -> None:
         if self.parent is not None:
             self.parent.record(result, results_file)
+        if self.config is not None and str(self.config.report.trials) == "best":
+            preload_reports(self.config)
+
+    def finish(self, study, best: list) -> None:
+        """report.trials=best: the best trial(s) get the reports and the MLflow model their
+        jobs left to the sweep (eva/modes/finish.py), on this process's device; a trial
+        done before (a resumed command) is skipped."""
+        if self.config is None or str(self.config.report.trials) != "best":
+            return
+        from eva.engine.device import slot_device, slot_threads
+        from eva.modes.finish import deferred, finish_run
+
+        c = self.config
+        for trial in best:
+            folder = trial.user_attrs.get("output_dir")
+            if not folder:
+                continue
+            if not Path(folder).is_dir():
+                log.warning(
+                    "best trial %d: its run folder %s is not on this machine: its reports and "
+                    "model are left to a command there (docs/sweeps.md)",
+                    trial.number,
+                    folder,
+                )
+                continue
+            if not deferred(folder):
+                continue
+            log.info("best trial %d: making its reports and MLflow model", trial.number)
+            try:
+                finish_run(
+                    Path(folder),
+                    c.tracking,
+                    self.launch_dir,
+                    device=slot_device(c.device, self.slot),
+                    threads=slot_threads(c.threads, 1),
+                )
+            except EvaError as e:  # another worker is finishing it
+                log.info("best trial %d: %s", trial.number, e)
 
     def end(self, status: str, error: str | None = None) -> None:
         if self.parent is not None:
             self.parent.end(status, error)
+
+
+_preloading = None  # the thread importing the report modules, once started
+
+
+def preload_reports(config) -> None:
+    """Import what the best trial's reports need (matplotlib, scikit-learn: a second or
+    two) on a thread of this process, once its first trials are done: the next trials
+    train meanwhile (torch's kernels run without the GIL), and finish() finds them loaded."""
+    global _preloading
+    if _preloading is not None or not config.report.enabled:
+        return
+    import threading
+
+    def load() -> None:
+        import eva.report.figures  # noqa: F401
+        import eva.report.gradcam  # noqa: F401
+        import eva.report.images  # noqa: F401
+        import eva.report.metrics  # noqa: F401
+
+    _preloading = threading.Thread(target=load, name="eva-preload-reports", daemon=True)
+    _preloading.start()

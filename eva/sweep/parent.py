@@ -20,6 +20,16 @@ log = logging.getLogger(__name__)
 RUN_ID_ATTR = "mlflow_parent_run_id"
 
 
+def open_tracker(config, launch_dir: Path):
+    """The store of the parent run, opened as the jobs' are: in eva's MLflow writer process
+    (tracking.process, the default), whose imports then overlap the sweep's own start-up
+    and which the jobs this process runs itself share; in this process otherwise."""
+    from eva.tracking.writer import RemoteTracker
+
+    opener = RemoteTracker if config.tracking.process else Tracker
+    return opener.open(config.tracking, Launch(launch_dir))
+
+
 class StudyParent:
     ENV = PARENT_ENV  # a job's parent run: JSON {"run_id": ..., "fixed_keys": [...]}
 
@@ -32,9 +42,13 @@ class StudyParent:
         return self.tracker.run_id
 
     @classmethod
-    def open(cls, config, study, space, storage_url: str, sweep_dir: Path) -> "StudyParent":
-        """Reopen the study's parent run, or create it; jobs find it in the environment."""
-        tracker = Tracker.open(config.tracking, Launch(launch_dir_of(config.hydra)))
+    def open(
+        cls, config, study, space, storage_url: str, sweep_dir: Path, tracker=None
+    ) -> "StudyParent":
+        """Reopen the study's parent run, or create it; jobs find it in the environment.
+        tracker: open_tracker()'s, opened earlier; None: open one now."""
+        if tracker is None:
+            tracker = open_tracker(config, launch_dir_of(config.hydra))
         parent = cls(tracker)
         if not tracker.enabled:
             return parent
@@ -50,7 +64,8 @@ class StudyParent:
         run_id = study.user_attrs.get(RUN_ID_ATTR)
         if run_id and tracker.reopen(run_id):
             tracker.set_tags(tags)
-            _forget_error(tracker)  # why an earlier command stopped; this one goes on
+            # why an earlier command stopped: this one goes on, and may complete the study
+            tracker.delete_tag("error")
             log.info("MLflow parent run %s reopened", run_id)
         else:
             name = config.tracking.run_name or config.name
@@ -86,15 +101,3 @@ class StudyParent:
                 self.tracker.end_quietly(status, error)
             else:
                 self.tracker.end(status)
-
-
-def _forget_error(tracker: Tracker) -> None:
-    """Drop the `error` tag an interrupted command left, so a study that then completes
-    does not read FINISHED with an error; that command's log and trials keep the reason."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    try:
-        MlflowClient(tracker.uri).delete_tag(tracker.run_id, "error")
-    except MlflowException:  # there was none
-        pass

@@ -35,8 +35,9 @@ class TrialRuns:
         could end them."""
         from optuna.trial import TrialState
 
+        failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
         parent = self.tracker.run_id
-        if not parent:
+        if not parent or not failed:  # no MLflow query (nor its import) for a clean study
             return
         try:
             runs = self.client.search_runs(
@@ -49,7 +50,6 @@ class TrialRuns:
             return
         if not runs:
             return
-        failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
         trials = {t.user_attrs.get("mlflow_run_id"): t for t in failed}
         for run in runs:
             trial = trials.get(run.info.run_id)

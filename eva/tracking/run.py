@@ -199,6 +199,18 @@ class Tracker(Recording):
         with self._timed("final"):
             self._client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
+    def delete_tag(self, key: str) -> None:
+        """Remove tag `key` from the run, if it has one."""
+        if not self.run_id:
+            return
+        from mlflow.exceptions import MlflowException
+
+        with self._timed("final"):
+            try:
+                self._client.delete_tag(self.run_id, key)
+            except MlflowException:  # there was none
+                pass
+
     def log_files(self, files: dict[str, Path]) -> None:
         """{artifact folder ("" for the top): file or folder}; missing paths are skipped."""
         if not self.run_id:
@@ -237,6 +249,15 @@ class Tracker(Recording):
         self.model_uri = info.model_uri
         self.set_tags({"model_uri": info.model_uri})
         return info.model_uri
+
+    def log_model_soon(self, model, input_example, step: int) -> None:
+        """log_model, where it may go on while the caller works (eva's writer process);
+        model_logged() then gives its URI. Here in this process: at once."""
+        self.log_model(model, input_example, step)
+
+    def model_logged(self) -> str | None:
+        """The URI of the model log_model_soon() sent, once it is logged."""
+        return self.model_uri
 
     def end(self, status: str, error: str | None = None) -> None:
         if not self.run_id:

@@ -54,10 +54,9 @@ def serve(conn) -> None:
     wants_model = trained = torch_ready = False
     while True:
         if wants_model and trained and not torch_ready and not conn.poll(0.2):
-            # Idle after an epoch of a run that will log its model: import torch now, not
-            # when the model comes (not sooner: it would slow the run's own start-up).
-            import torch  # noqa: F401
-
+            # Idle after an epoch of a run that will log its model: get ready for it now,
+            # not when the model comes (not sooner: it would slow the run's own start-up).
+            warm_model_logging()
             torch_ready = True
             continue
         try:
@@ -97,6 +96,24 @@ def serve(conn) -> None:
             conn.send_bytes(reply)
 
 
+def warm_model_logging() -> None:
+    """What the first log_model of a process pays before its own work, seconds of it:
+    importing torch and torch.export (which imports torch._dynamo), and MLflow's map of
+    the installed packages, which it builds to check the model's pip requirements."""
+    import mlflow.pytorch  # noqa: F401
+    import torch
+    import torch.export  # noqa: F401
+
+    # One thread exports: the run's own process (its reports, its next epoch) keeps the
+    # other cores.
+    torch.set_num_threads(1)
+    from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
+
+    from eva.tracking.run import model_requirements
+
+    warn_dependency_requirement_mismatches(model_requirements())  # private: MLflow 3.17
+
+
 class Writer:
     """This process's writer process, started on first use and kept for later runs.
 
@@ -125,6 +142,7 @@ class Writer:
         theirs.close()
         self.conn = Connection(ours.detach())
         self.lock = threading.Lock()
+        self.unanswered = 0  # calls sent since the last answer (calls run in order)
         atexit.register(self.close)
 
     @classmethod
@@ -134,9 +152,13 @@ class Writer:
         return cls._current
 
     def close(self, timeout: float = 60.0) -> None:
-        """No more calls: the writer finishes the ones it has, then exits."""
+        """No more calls: the writer finishes the ones it has, then exits. When every call
+        has been answered there is nothing to wait for (its interpreter's own shutdown
+        takes a second of a sweep's end)."""
         with self.lock:
             self.conn.close()
+        if not self.unanswered:
+            return
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -146,7 +168,10 @@ class Writer:
         with self.lock:
             try:
                 self.conn.send_bytes(pickle.dumps((key, method, args, wait)))
+                self.unanswered += 1
                 answer = pickle.loads(self.conn.recv_bytes()) if wait else None
+                if wait:
+                    self.unanswered = 0
             except (EOFError, OSError) as e:
                 raise EvaError(f"eva's MLflow writer process died ({e or 'no answer'})") from e
         if isinstance(answer, BaseException):
@@ -221,12 +246,23 @@ class RemoteTracker(Recording):
     def set_tags(self, tags: dict[str, str]) -> None:
         self._send("set_tags", (tags,))
 
+    def delete_tag(self, key: str) -> None:
+        self._send("delete_tag", (key,))
+
     def log_files(self, files: dict) -> None:
         self._send("log_files", (files,))
 
     def log_model(self, model, input_example, step: int) -> str | None:
         """The model (on the CPU) is pickled to the writer, which exports and logs it."""
         self.model_uri = self._send("log_model", (model, input_example, step), wait=True)
+        return self.model_uri
+
+    def log_model_soon(self, model, input_example, step: int) -> None:
+        """The writer exports and logs the model while the run goes on (reports, say)."""
+        self._send("log_model", (model, input_example, step))
+
+    def model_logged(self) -> str | None:
+        self.model_uri = self._send("model_uri", wait=True)  # after the log_model sent before
         return self.model_uri
 
     def end(self, status: str, error: str | None = None) -> None:

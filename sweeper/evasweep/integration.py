@@ -14,12 +14,14 @@ Every method has a default that does nothing; override what you need. eva's own 
 eva.sweep.integration.EvaIntegration.
 
 Called in the sweep process, in this order:
+    prepare(config, launch_dir)           first: slow set-up start() needs may begin meanwhile
     check_job(job_cfg)                    each probe of the search space, then the first batch
     explain(error)                        a refused trial config, in one line
     start(config, study, space, url, dir) once the study is open, before any trial
     job_env(trial, slot, slots)           for each trial launched: extra env for its job
     trial_died(number, attrs, why, until) a trial FAIL because a process died or the sweep stops
     record(result, results_file)          after each batch, with optimization_results.yaml
+    finish(study, best)                   the study is complete: its best trial(s)
     end(status, error)                    FINISHED, FAILED or KILLED, once per command
 """
 
@@ -49,6 +51,11 @@ class Integration:
         (e.g. a device or a number of loader workers) leave the study's identity alone."""
         return True
 
+    def prepare(self, config, launch_dir: Path) -> None:
+        """The sweep starts: begin what start() will need and is slow to make (a tracking
+        store, in a process of its own) while the sweeper checks the search space. A
+        failure here should wait for start() to be raised: bad input fails first."""
+
     def explain(self, error: BaseException) -> str:
         """A refused trial config (from Hydra, OmegaConf or check_job) in one line."""
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -77,6 +84,13 @@ class Integration:
 
     def record(self, result: dict, results_file: Path) -> None:
         """How the study stands (what optimization_results.yaml says), after each batch."""
+
+    def finish(self, study, best: list) -> None:
+        """The study is complete; `best` holds its best trial, or its Pareto front, as
+        FrozenTrials. Every command that sees the study complete calls it (a resumed one
+        too, which may find the work done), so it must be idempotent: e.g. make the
+        expensive records that only the best trials get, skipping what already exists.
+        An exception is logged as a warning; the sweep still ends FINISHED."""
 
     def end(self, status: str, error: str | None = None) -> None:
         """This command's sweep ends: FINISHED, FAILED (error says why) or KILLED."""

@@ -45,6 +45,7 @@ from evasweep.space import (
     parse_space,
     probe_values,
     probes,
+    single_probe,
     trial_overrides,
 )
 from evasweep.stale import DeadTrials, is_gone, stop_with_launcher
@@ -199,6 +200,7 @@ class StudyRunner:
 
         s = self.s
         self.check_settings()
+        self.app.prepare(self.config, self.launch_dir)  # e.g. a process of its own, meanwhile
         self.space = parse_space(self.params(), arguments)
         if not self.space.distributions and self.extend is None:
             raise SweepError(
@@ -271,6 +273,8 @@ class StudyRunner:
             result = self.report()
             running = result["counts"].get("running", 0)
             complete = result["finished"] >= self.n_trials and running == 0
+            if complete:
+                self.finish()
             if self.role == "" or (self.role == "worker" and complete):
                 self.end("FINISHED")  # workers: the last one to see the study done
             elif self.role == "finalize":  # the study is what the sweep stands for
@@ -457,20 +461,21 @@ class StudyRunner:
         config the app refuses (Integration.check_job).
 
         Without a batch (StudyRunner.open, before the study or anything of the app exists):
-        every choice and both bounds of each range/interval of the search space, each in
-        one list with the other keys at their first value (evasweep.space.probes), so a
-        bad choice fails the command up front, not when a trial happens to draw it.
+        every choice and both bounds of each range/interval of the search space, as few
+        lists as the key with the most values needs (evasweep.space.probes); a list that
+        fails is retried one moved value at a time, so the error names the value at
+        fault. A bad choice fails the command up front, not when a trial draws it.
         """
         if batch is not None:
             for overrides in batch:
                 if (reason := self._compose_error(overrides)) is not None:
                     raise SweepError(f"a sweep value is refused before any trial: {reason}")
             return
-        for key, value, overrides in probes(self.space):
+        for changes, overrides in probes(self.space):
             reason = self._compose_error(overrides)
             if reason is None:
                 continue
-            if key is None:  # the first values, which every other list shares
+            if not changes:  # the first values, which every other list shares
                 i, reason = self._culprit(overrides, reason)
                 key = (list(self.space.fixed) + list(self.space.distributions))[i]
                 if key not in self.space.distributions:  # a fixed line of the params
@@ -478,7 +483,19 @@ class StudyRunner:
                     raise SweepError(
                         f"a sweep value is refused before any trial: {overrides[i]}: {reason}"
                     )
-                value = probe_values(self.space.distributions[key])[0]
+                changes = {key: probe_values(self.space.distributions[key])[0]}
+            elif len(changes) > 1:  # which of the moved values is at fault, one by one
+                for key, value in changes.items():
+                    alone = self._compose_error(single_probe(self.space, key, value))
+                    if alone is not None:
+                        changes, reason = {key: value}, alone
+                        break
+            if len(changes) > 1:  # each value composes alone: only together they do not
+                lines = " ".join(trial_overrides(changes))
+                raise SweepError(
+                    f"sweep values are refused together before any trial: {lines}: {reason}"
+                )
+            ((key, value),) = changes.items()
             (line,) = trial_overrides({key: value})
             reason = reason.removeprefix(f"{line}: ")
             raise SweepError(
@@ -535,6 +552,23 @@ class StudyRunner:
                 best = f"Pareto front of trials {[t['number'] for t in result['solutions']]}"
             log.info("best: %s (%d/%d finished)", best, result["finished"], self.n_trials)
         return result
+
+    def finish(self) -> None:
+        """The study is complete: the app's last work on its best trials (Integration.finish),
+        in every command that sees it so, a resumed one too. Its failure is logged; the
+        trials stay as they are and the sweep still ends FINISHED."""
+        from optuna.trial import TrialState
+
+        if not self.started:
+            return
+        complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not complete:
+            return
+        best = self.study.best_trials if len(self.directions) > 1 else [self.study.best_trial]
+        try:
+            self.app.finish(self.study, sorted(best, key=lambda t: t.number))
+        except Exception as e:
+            log.warning("the last work on the best trials failed: %s: %s", type(e).__name__, e)
 
     def end(self, status: str, error: str | None = None) -> None:
         if self.started:

@@ -191,19 +191,26 @@ def probe_values(d: BaseDistribution) -> list:
     return [d.low] if d.low == d.high else [d.low, d.high]
 
 
-def probes(space: SearchSpace) -> list[tuple[str | None, object, list[str]]]:
-    """(key, value, overrides) lists that compose every value of probe_values() once.
+def probes(space: SearchSpace) -> list[tuple[dict, list[str]]]:
+    """(changes, overrides) lists that compose every value of probe_values() once, in as
+    few lists as the key with the most values needs (each compose costs a Hydra load).
 
-    The first list has every key at its first value (first choice, low bound) and key None;
-    each other list differs from it in one key's value, so a list that fails to compose
-    while the first one composes names the value at fault.
+    The first list has every key at its first value (first choice, low bound) and no
+    changes; list r then moves every key that has an r-th value to it ({key: value}), the
+    others staying at their first value. A list that fails while the first one composes
+    holds a value at fault among its changes, which the sweeper then tries one by one.
     """
-    base = {key: probe_values(d)[0] for key, d in space.distributions.items()}
+    values = {key: probe_values(d) for key, d in space.distributions.items()}
+    base = {key: v[0] for key, v in values.items()}
     fixed = list(space.fixed.values())
-    lists: list[tuple[str | None, object, list[str]]] = [
-        (None, None, [*fixed, *trial_overrides(base)])
-    ]
-    for key, d in space.distributions.items():
-        for value in probe_values(d)[1:]:
-            lists.append((key, value, [*fixed, *trial_overrides({**base, key: value})]))
+    lists: list[tuple[dict, list[str]]] = [({}, [*fixed, *trial_overrides(base)])]
+    for r in range(1, max((len(v) for v in values.values()), default=1)):
+        changes = {key: v[r] for key, v in values.items() if len(v) > r}
+        lists.append((changes, [*fixed, *trial_overrides({**base, **changes})]))
     return lists
+
+
+def single_probe(space: SearchSpace, key: str, value) -> list[str]:
+    """The first list of probes() with only `key` moved to `value`."""
+    base = {k: probe_values(d)[0] for k, d in space.distributions.items()}
+    return [*space.fixed.values(), *trial_overrides({**base, key: value})]

@@ -1,0 +1,155 @@
+"""The costly records of a trained run, made after it: its reports and its logged MLflow
+model, from its checkpoints, into its own folder and its own MLflow run.
+
+An Optuna sweep's trials leave both to the sweep (report.trials=best, the default): each
+trial records its params, per-epoch metrics, results and best checkpoint, and once the
+study is complete its best trial (each trial of a Pareto front) gets its reports and model
+here (eva/sweep/integration.py), also when the command of a killed sweep runs again.
+results.json's "artefacts" says, for "reports" and "model", what the run made of them:
+made, deferred (left for the end of the sweep), skipped (report.trials=none) or off.
+"""
+
+import copy
+import json
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from eva.engine.checkpoint import load_checkpoint
+from eva.engine.device import auto_workers, resolve_device
+from eva.files import write_json
+from eva.modes import resume as resuming
+from eva.tracking import Launch
+
+log = logging.getLogger(__name__)
+
+MADE, DEFERRED, SKIPPED, OFF = "made", "deferred", "skipped", "off"
+
+
+def planned(cfg, launch: Launch) -> dict[str, str]:
+    """What a run does with its reports and its model: made now (single runs, and every
+    trial with report.trials=all), deferred to the end of its sweep, skipped, or off."""
+    later = MADE
+    if launch.trial is not None:  # a trial of eva's Optuna sweeper
+        later = {"best": DEFERRED, "none": SKIPPED}.get(str(cfg.report.trials), MADE)
+    return {
+        "reports": later if cfg.report.enabled else OFF,
+        "model": later if cfg.tracking.enabled and cfg.tracking.log_model else OFF,
+    }
+
+
+def describe(artefacts: dict[str, str]) -> str:
+    """The MLflow tag `artefacts`: "reports made, model deferred"."""
+    return ", ".join(f"{what} {state}" for what, state in artefacts.items())
+
+
+def deferred(output_dir: Path) -> list[str]:
+    """What the run in output_dir left for later: [], "reports", "model" (none: nothing,
+    or no readable results.json)."""
+    try:
+        results = json.loads((Path(output_dir) / "results.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [what for what, state in results.get("artefacts", {}).items() if state == DEFERRED]
+
+
+def finish_run(
+    output_dir: Path,
+    tracking_cfg,
+    launch_dir: Path,
+    device: str = "auto",
+    threads: int | None = None,
+) -> dict | None:
+    """Make what the trained run in output_dir deferred (deferred()), from its best.pt,
+    on `device`: the reports into its plots/ and reports/, the model into its MLflow run
+    (found in `tracking_cfg`'s store by the run id results.json names). Updates
+    results.json and the run's `artefacts` tag; the run ends FINISHED again. Returns the
+    new results, or None when nothing was left to make. Raises EvaError when another
+    process holds the run folder.
+    """
+    from eva.data import build_data
+    from eva.models import build_model
+
+    output_dir = Path(output_dir)
+    with resuming.run_lock(output_dir):
+        todo = deferred(output_dir)
+        if not todo:
+            return None
+        results_path = output_dir / "results.json"
+        results = json.loads(results_path.read_text())
+        cfg = OmegaConf.load(output_dir / "config.yaml")  # the run's config, resolved
+        before = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            run_device = resolve_device(device)
+            d = cfg.dataset
+            model = build_model(cfg.model, d.in_channels, d.num_classes)
+            model.load_state_dict(load_checkpoint(Path(results["best_checkpoint"]))["model"])
+            model = model.to(run_device).eval()
+            last = load_checkpoint(resuming.last_path(output_dir))
+            workers = auto_workers(d.num_workers, run_device)
+            data = build_data(cfg, run_device, workers)
+            tracker = _reopen(tracking_cfg, launch_dir, results.get("mlflow_run_id"))
+            try:
+                _make(cfg, todo, model, data, run_device, output_dir, last, results, tracker)
+            finally:
+                if tracker is not None:
+                    tracker.end("FINISHED")  # as training left it, whatever happened here
+        finally:
+            torch.set_num_threads(before)
+    write_json(results, results_path)
+    log.info("%s: %s", output_dir, describe(results["artefacts"]))
+    return results
+
+
+def _reopen(tracking_cfg, launch_dir: Path, run_id: str | None):
+    """The run's MLflow run, RUNNING again for the uploads; None when there is none."""
+    if not run_id or not tracking_cfg.enabled:
+        return None
+    from eva.tracking import Tracker
+    from eva.tracking.writer import RemoteTracker
+
+    opener = RemoteTracker if tracking_cfg.process else Tracker
+    tracker = opener.open(tracking_cfg, Launch(launch_dir))
+    if not tracker.reopen(run_id):
+        log.warning("MLflow run %s is not in %s: files only", run_id, tracking_cfg.uri)
+        return None
+    return tracker
+
+
+def log_best_model(tracker, model, data, step: int, soon: bool = False) -> str | None:
+    """The model (already holding the best epoch's weights) as a loadable MLflow model.
+    soon: sent to be logged while the caller goes on (Tracker.log_model_soon)."""
+    best = copy.deepcopy(model).cpu().eval()
+    example = next(iter(data.test))[0][:2].cpu().numpy()  # two normalised test images
+    if soon:
+        return tracker.log_model_soon(best, example, step=step)
+    return tracker.log_model(best, example, step=step)
+
+
+def _make(cfg, todo, model, data, device, output_dir, last, results, tracker) -> None:
+    artefacts, step = results["artefacts"], results["best_epoch"]
+    results_path = output_dir / "results.json"
+    model_now = "model" in todo and tracker is not None
+    if model_now:  # exported and logged by the writer process while the reports are drawn
+        log_best_model(tracker, model, data, step, soon=True)
+    if "reports" in todo:
+        from eva.report import make_reports
+
+        reports = make_reports(cfg, model, data, device, output_dir, last["history"], last["lrs"])
+        results["reports"] = reports.summary()
+        artefacts["reports"] = MADE
+        write_json(results, results_path)
+        if tracker is not None:
+            tracker.log_metrics(reports.metrics, step=step, phase="final")
+            tracker.log_files({"plots": output_dir / "plots", "reports": output_dir / "reports"})
+    if model_now:
+        results["mlflow_model_uri"] = tracker.model_logged()
+        artefacts["model"] = MADE
+    write_json(results, results_path)
+    if tracker is not None:
+        tracker.set_tags({"artefacts": describe(artefacts)})
+        tracker.log_files({"results": results_path})
