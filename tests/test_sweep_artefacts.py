@@ -17,9 +17,23 @@ from pathlib import Path
 import pytest
 from helpers import REPO, TINY_CLI, experiment_name, run_cli, runs_of
 from mlflow import MlflowClient
+from omegaconf import OmegaConf
 from sweep_checks import load
 
-from eva.modes.finish import DEFERRED, MADE, OFF, SKIPPED, deferred, describe, planned
+from eva.modes.finish import (
+    DEFERRED,
+    MADE,
+    OFF,
+    SKIPPED,
+    STAGED,
+    checkpoint_identity,
+    deferred,
+    describe,
+    finish_run,
+    planned,
+    stage_reports,
+    take_staged,
+)
 from eva.tracking import Launch
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
@@ -140,6 +154,35 @@ def test_only_the_best_trial_gets_reports_and_a_model_and_all_gives_every_trial_
     check_made(client, Path(new.user_attrs["output_dir"]), new.user_attrs["mlflow_run_id"])
     parents = [r for r in runs_of(mlflow_store, experiment) if "sweep" in r.data.tags]
     assert [p.info.status for p in parents] == ["FINISHED"]
+    assert not any((f / STAGED).exists() for f in folders(study).values())
+
+    # Reports drawn ahead (what eva/sweep/stage.py's process runs) are taken over as drawn.
+    folder = folders(study)[next(n for n in range(3) if n != best)]
+    staged = stage_reports(folder)
+    drawn = json.loads((staged / "done.json").read_text())["summary"]
+    tracking = OmegaConf.create(
+        {"enabled": True, "uri": mlflow_store, "experiment": experiment, "timeout": 10.0}
+    )
+    tracking.process = False
+    results = finish_run(folder, tracking, tmp_path, device="cpu")
+    assert results["reports"]["seconds"] == drawn["seconds"]  # not drawn a second time
+    assert results["reports"]["files"]["confusion_matrix"] == str(
+        folder / "plots" / "confusion_matrix.png"
+    )
+    assert not staged.exists() and (folder / "plots" / "confusion_matrix.png").is_file()
+    assert results["artefacts"] == {"reports": MADE, "model": MADE}
+
+
+def test_staged_reports_of_another_checkpoint_are_thrown_away(tmp_path):
+    best = tmp_path / "checkpoints" / "best.pt"
+    best.parent.mkdir()
+    best.write_bytes(b"weights")
+    staged = tmp_path / STAGED
+    (staged / "plots").mkdir(parents=True)
+    identity = checkpoint_identity(best)
+    (staged / "done.json").write_text(json.dumps({"checkpoint": {**identity, "size": 1}}))
+    assert take_staged(tmp_path, {"best_checkpoint": str(best)}) is None
+    assert not staged.exists() and not (tmp_path / "plots").exists()
 
 
 def test_a_sweep_killed_while_making_the_best_trials_reports_makes_them_when_run_again(
@@ -194,3 +237,24 @@ def test_report_trials_none_leaves_every_trial_without_them(mlflow_store, tmp_pa
     assert bad.returncode == 1
     (line,) = [x for x in bad.stderr.splitlines() if x.startswith("Error")]
     assert "report.trials" in line and "best" in line and "all" in line, bad.stderr
+
+
+def test_only_a_sweep_that_runs_its_own_trials_draws_reports_ahead(monkeypatch):
+    from eva.sweep.integration import stages_reports
+    from evasweep.runner import WORKERS_ENV
+
+    def config(trials="best", enabled=True, launcher="BasicLauncher"):
+        return OmegaConf.create(
+            {
+                "report": {"trials": trials, "enabled": enabled},
+                "hydra": {"launcher": {"_target_": f"hydra._internal.core_plugins.{launcher}"}},
+            }
+        )
+
+    monkeypatch.delenv(WORKERS_ENV, raising=False)
+    assert stages_reports(config())
+    assert not stages_reports(config(trials="all"))  # each trial draws its own
+    assert not stages_reports(config(enabled=False))
+    assert not stages_reports(config(launcher="JoblibLauncher"))  # trials elsewhere
+    monkeypatch.setenv(WORKERS_ENV, "2")  # an eva-sweep worker: its siblings would too
+    assert not stages_reports(config())

@@ -12,6 +12,9 @@ made, deferred (left for the end of the sweep), skipped (report.trials=none) or 
 import copy
 import json
 import logging
+import os
+import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -69,9 +72,6 @@ def finish_run(
     new results, or None when nothing was left to make. Raises EvaError when another
     process holds the run folder.
     """
-    from eva.data import build_data
-    from eva.models import build_model
-
     output_dir = Path(output_dir)
     with resuming.run_lock(output_dir):
         todo = deferred(output_dir)
@@ -85,13 +85,7 @@ def finish_run(
             torch.set_num_threads(threads)
         try:
             run_device = resolve_device(device)
-            d = cfg.dataset
-            model = build_model(cfg.model, d.in_channels, d.num_classes)
-            model.load_state_dict(load_checkpoint(Path(results["best_checkpoint"]))["model"])
-            model = model.to(run_device).eval()
-            last = load_checkpoint(resuming.last_path(output_dir))
-            workers = auto_workers(d.num_workers, run_device)
-            data = build_data(cfg, run_device, workers)
+            model, data, last = _load(cfg, results, output_dir, run_device)
             tracker = _reopen(tracking_cfg, launch_dir, results.get("mlflow_run_id"))
             try:
                 _make(cfg, todo, model, data, run_device, output_dir, last, results, tracker)
@@ -103,6 +97,83 @@ def finish_run(
     write_json(results, results_path)
     log.info("%s: %s", output_dir, describe(results["artefacts"]))
     return results
+
+
+def _load(cfg, results: dict, output_dir: Path, device: torch.device):
+    """(the model with its best weights, the run's data, its last.pt) on `device`."""
+    from eva.data import build_data
+    from eva.models import build_model
+
+    d = cfg.dataset
+    model = build_model(cfg.model, d.in_channels, d.num_classes)
+    model.load_state_dict(load_checkpoint(Path(results["best_checkpoint"]))["model"])
+    model = model.to(device).eval()
+    last = load_checkpoint(resuming.last_path(output_dir))
+    data = build_data(cfg, device, auto_workers(d.num_workers, device))
+    return model, data, last
+
+
+# ----------------------------------------------------------------------------- staging
+# While a sweep's later trials train, the reports of its best trial so far are drawn ahead
+# in a process of its own (eva/sweep/stage.py) into <run dir>/.staged; if that trial is
+# still the best once the study is complete, finish_run moves them into place instead of
+# drawing them then. A sweep's other trials never keep one: finish() removes them.
+
+STAGED = ".staged"
+
+
+def checkpoint_identity(path: Path) -> dict:
+    """What says best.pt is the file the staged reports were drawn from."""
+    stat = Path(path).stat()
+    return {"path": str(Path(path).absolute()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def stage_reports(output_dir: Path, device: str = "cpu", threads: int = 1) -> Path:
+    """Draw the reports of the trained run in output_dir into output_dir/.staged; its
+    done.json (written last) holds their summary and metrics and the best.pt they show."""
+    from eva.report import make_reports
+
+    output_dir = Path(output_dir)
+    staged = output_dir / STAGED
+    shutil.rmtree(staged, ignore_errors=True)
+    results = json.loads((output_dir / "results.json").read_text())
+    cfg = OmegaConf.load(output_dir / "config.yaml")
+    torch.set_num_threads(threads)
+    run_device = resolve_device(device)
+    model, data, last = _load(cfg, results, output_dir, run_device)
+    reports = make_reports(cfg, model, data, run_device, staged, last["history"], last["lrs"])
+    done = {
+        "summary": reports.summary(),
+        "metrics": reports.metrics,
+        "checkpoint": checkpoint_identity(Path(results["best_checkpoint"])),
+    }
+    write_json(done, staged / "done.json")
+    return staged
+
+
+def take_staged(output_dir: Path, results: dict) -> tuple[dict, dict] | None:
+    """The staged reports moved into output_dir/plots and reports: (summary, metrics), or
+    None when there are none complete for the run's best.pt (any left are removed)."""
+    staged = output_dir / STAGED
+    try:
+        done = json.loads((staged / "done.json").read_text())
+        fits = done["checkpoint"] == checkpoint_identity(Path(results["best_checkpoint"]))
+    except (OSError, ValueError, KeyError):
+        fits = False
+    if not fits:
+        shutil.rmtree(staged, ignore_errors=True)
+        return None
+    for folder in ("plots", "reports"):
+        shutil.rmtree(output_dir / folder, ignore_errors=True)
+        if (staged / folder).is_dir():
+            (staged / folder).rename(output_dir / folder)
+    shutil.rmtree(staged, ignore_errors=True)
+    summary = done["summary"]
+    summary["files"] = {
+        name: path.replace(str(staged), str(output_dir)) for name, path in summary["files"].items()
+    }
+    log.info("%s: reports drawn while the sweep ran, moved into place", output_dir)
+    return summary, done["metrics"]
 
 
 def _reopen(tracking_cfg, launch_dir: Path, run_id: str | None):
@@ -137,14 +208,18 @@ def _make(cfg, todo, model, data, device, output_dir, last, results, tracker) ->
     if model_now:  # exported and logged by the writer process while the reports are drawn
         log_best_model(tracker, model, data, step, soon=True)
     if "reports" in todo:
-        from eva.report import make_reports
+        staged = take_staged(output_dir, results)
+        if staged is None:
+            from eva.report import make_reports
 
-        reports = make_reports(cfg, model, data, device, output_dir, last["history"], last["lrs"])
-        results["reports"] = reports.summary()
+            history, lrs = last["history"], last["lrs"]
+            reports = make_reports(cfg, model, data, device, output_dir, history, lrs)
+            staged = reports.summary(), reports.metrics
+        results["reports"], metrics = staged
         artefacts["reports"] = MADE
         write_json(results, results_path)
         if tracker is not None:
-            tracker.log_metrics(reports.metrics, step=step, phase="final")
+            tracker.log_metrics(metrics, step=step, phase="final")
             tracker.log_files({"plots": output_dir / "plots", "reports": output_dir / "reports"})
     if model_now:
         results["mlflow_model_uri"] = tracker.model_logged()
@@ -153,3 +228,8 @@ def _make(cfg, todo, model, data, device, output_dir, last, results, tracker) ->
     if tracker is not None:
         tracker.set_tags({"artefacts": describe(artefacts)})
         tracker.log_files({"results": results_path})
+
+
+if __name__ == "__main__":  # eva/sweep/stage.py: python -m eva.modes.finish RUN_DIR
+    os.nice(10)  # idle cores only: the sweep's trials go first
+    stage_reports(Path(sys.argv[1]))

@@ -6,7 +6,8 @@ after the run's `name`; runtime keys (device, loader workers) leave the study's 
 alone; one MLflow parent run per study holds every trial's run (eva/sweep/parent.py);
 jobs get a slot (GPU k, or 1/n of the cores); the MLflow run of a trial whose process died
 ends KILLED (eva/sweep/runs.py); once the study is complete its best trial gets the
-reports and MLflow model its job left to the sweep (report.trials=best, eva/modes/finish.py).
+reports and MLflow model its job left to the sweep (report.trials=best, eva/modes/finish.py),
+drawn ahead while later trials train where it can (eva/sweep/stage.py).
 eva/cli/main.py opts in with evasweep.use_integration.
 """
 
@@ -43,6 +44,7 @@ class EvaIntegration(Integration):
         self.tracker = None  # the parent run's tracker, opening since prepare()
         self.opening_error = None  # why it could not open: raised by start()
         self.slot = None  # the slot of the last job launched: where the best is finished
+        self.stager = None  # eva.sweep.stage.Stager: the best trial's reports, drawn ahead
 
     def prepare(self, config, launch_dir: Path) -> None:
         """Open the MLflow store for the parent run in eva's writer process (imports and
@@ -90,6 +92,10 @@ class EvaIntegration(Integration):
         self.parent = StudyParent.open(config, study, space, storage_url, sweep_dir, self.tracker)
         self.runs = TrialRuns(self.parent.tracker)
         self.runs.end_orphans(study)
+        if stages_reports(config):
+            from eva.sweep.stage import Stager
+
+            self.stager = Stager()
 
     def job_env(self, trial, slot: int, slots: int) -> dict[str, str]:
         self.slot = slot
@@ -111,8 +117,13 @@ class EvaIntegration(Integration):
     def record(self, result: dict, results_file: Path) -> None:
         if self.parent is not None:
             self.parent.record(result, results_file)
-        if self.config is not None and str(self.config.report.trials) == "best":
-            preload_reports(self.config)
+        folder = result.get("best_output_dir")
+        more = result["finished"] < result["n_trials"]  # else finish() follows at once
+        if self.stager is not None and folder and more and Path(folder).is_dir():
+            from eva.modes.finish import deferred
+
+            if "reports" in deferred(folder):
+                self.stager.stage(Path(folder))
 
     def finish(self, study, best: list) -> None:
         """report.trials=best: the best trial(s) get the reports and the MLflow model their
@@ -124,6 +135,8 @@ class EvaIntegration(Integration):
         from eva.modes.finish import deferred, finish_run
 
         c = self.config
+        if self.stager is not None:
+            self.stager.stop()  # what it drew is taken below if it is complete
         for trial in best:
             folder = trial.user_attrs.get("output_dir")
             if not folder:
@@ -149,29 +162,37 @@ class EvaIntegration(Integration):
                 )
             except EvaError as e:  # another worker is finishing it
                 log.info("best trial %d: %s", trial.number, e)
+        remove_staged(study)
 
     def end(self, status: str, error: str | None = None) -> None:
+        if self.stager is not None:
+            self.stager.stop()
         if self.parent is not None:
             self.parent.end(status, error)
 
 
-_preloading = None  # the thread importing the report modules, once started
+def stages_reports(config) -> bool:
+    """Whether this process draws its best trial's reports ahead (eva/sweep/stage.py): it
+    runs its trials one after another itself (the basic launcher, not an eva-sweep worker,
+    whose siblings would draw the same ones), and they leave their reports to the sweep."""
+    from evasweep.runner import WORKERS_ENV
+
+    launcher = str(config.hydra.launcher.get("_target_", ""))
+    return (
+        str(config.report.trials) == "best"
+        and bool(config.report.enabled)
+        and launcher.endswith(".BasicLauncher")
+        and WORKERS_ENV not in os.environ
+    )
 
 
-def preload_reports(config) -> None:
-    """Import what the best trial's reports need (matplotlib, scikit-learn: a second or
-    two) on a thread of this process, once its first trials are done: the next trials
-    train meanwhile (torch's kernels run without the GIL), and finish() finds them loaded."""
-    global _preloading
-    if _preloading is not None or not config.report.enabled:
-        return
-    import threading
+def remove_staged(study) -> None:
+    """Reports drawn ahead for trials that were not the best in the end: gone."""
+    import shutil
 
-    def load() -> None:
-        import eva.report.figures  # noqa: F401
-        import eva.report.gradcam  # noqa: F401
-        import eva.report.images  # noqa: F401
-        import eva.report.metrics  # noqa: F401
+    from eva.modes.finish import STAGED
 
-    _preloading = threading.Thread(target=load, name="eva-preload-reports", daemon=True)
-    _preloading.start()
+    for trial in study.get_trials(deepcopy=False):
+        folder = trial.user_attrs.get("output_dir")
+        if folder and (Path(folder) / STAGED).exists():
+            shutil.rmtree(Path(folder) / STAGED, ignore_errors=True)
