@@ -42,6 +42,12 @@ def test_a_submitit_job_returns_its_result(slurm_cluster, tmp_path):
     # A function of the standard library: the job's Python imports it by name.
     job = _executor(tmp_path).submit(operator.mul, 6, 7)
     assert job.result() == 42
+
+    # The job writes its result file before it exits, so SLURM may still call it RUNNING.
+    def ended() -> bool:
+        return slurm_cluster.states([job.job_id])[job.job_id] not in ("RUNNING", "COMPLETING")
+
+    _wait(ended, 15, "SLURM sees the job ended")
     assert slurm_cluster.states([job.job_id]) == {job.job_id: "COMPLETED"}
 
 
