@@ -98,15 +98,25 @@ def serve(conn) -> None:
 
 def warm_model_logging() -> None:
     """What the first log_model of a process pays before its own work, seconds of it:
-    importing torch and torch.export (which imports torch._dynamo), and MLflow's map of
-    the installed packages, which it builds to check the model's pip requirements."""
+    importing torch and torch.export (which imports torch._dynamo), the first export's
+    set-up of the tracing machinery (later exports skip it), and MLflow's map of the
+    installed packages, which it builds to check the model's pip requirements."""
     import mlflow.pytorch  # noqa: F401
     import torch
-    import torch.export  # noqa: F401
+    import torch.export
+    from torch import nn
 
     # One thread exports: the run's own process (its reports, its next epoch) keeps the
     # other cores.
     torch.set_num_threads(1)
+    # A throwaway export of the layers eva's models are made of, with a free batch size as
+    # mlflow.pytorch exports them: what the first export pays is paid now, while idle.
+    tiny = nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(), nn.Linear(2, 2),
+    ).eval()  # fmt: skip
+    batch = {0: torch.export.Dim.AUTO}
+    torch.export.export(tiny, (torch.zeros(2, 1, 6, 6),), dynamic_shapes=[batch])
     from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
 
     from eva.tracking.run import model_requirements
