@@ -78,7 +78,8 @@ def suggest(trial) -> dict:
 
 def bare_loop(trials: int, root: Path, train_subset: int, test_subset: int, threads: int) -> dict:
     """eva's sweep written plainly: one process, the data loaded once, no tracking, no
-    files. Returns each trial's value and params, in trial order."""
+    files. Returns each trial's value, params and seconds of its training loop (timed as
+    eva times an epoch: the loop over the batches), in trial order."""
     import numpy as np
     import optuna
     import torch
@@ -111,6 +112,8 @@ def bare_loop(trials: int, root: Path, train_subset: int, test_subset: int, thre
         )
         return correct / len(test_set)
 
+    train_seconds = []
+
     def objective(trial) -> float:
         p = suggest(trial)
         torch.manual_seed(SEED)
@@ -123,6 +126,7 @@ def bare_loop(trials: int, root: Path, train_subset: int, test_subset: int, thre
             optimizer, max_lr=p["scheduler.max_lr"], total_steps=len(loader), **ONECYCLE
         )
         model.train()
+        start = time.perf_counter()
         for x, y in loader:  # one epoch
             loss = F.cross_entropy(model(x), y)
             if p["l1_weight"]:
@@ -131,13 +135,18 @@ def bare_loop(trials: int, root: Path, train_subset: int, test_subset: int, thre
             loss.backward()
             optimizer.step()
             schedule.step()
+        train_seconds.append(time.perf_counter() - start)
         return accuracy(model)
 
     # the seed eva's sweeper gives its sampler for a new study (evasweep/sampling.py)
     sampler = optuna.samplers.TPESampler(seed=derived_seed(SEED, 0, 0), constant_liar=True)
     study = optuna.create_study(direction="maximize", sampler=sampler)
     study.optimize(objective, n_trials=trials)
-    return {"values": [t.value for t in study.trials], "params": [t.params for t in study.trials]}
+    return {
+        "values": [t.value for t in study.trials],
+        "params": [t.params for t in study.trials],
+        "train_seconds": sum(train_seconds),
+    }
 
 
 def eva_command(trials: int, root: Path, train_subset: int, test_subset: int, threads: int):
@@ -176,8 +185,10 @@ def make_store(folder: Path) -> Path:
 
 
 def eva_artefacts(folder: Path) -> dict:
-    """Which trials of the study in folder/optuna.log got the reports and the MLflow model:
-    {"best": n, "reports": [trial numbers], "models": [...], "params": [...]}."""
+    """Which trials of the study in folder/optuna.log got the reports and the MLflow model,
+    and the seconds of their training loops (results.json's epoch_seconds):
+    {"best": n, "reports": [trial numbers], "models": [...], "params": [...],
+    "train_seconds": s}."""
     import optuna
 
     from evasweep.storage import open_storage
@@ -185,9 +196,10 @@ def eva_artefacts(folder: Path) -> dict:
     storage = open_storage(f"journal:///{folder / 'optuna.log'}")
     (name,) = optuna.get_all_study_names(storage)
     study = optuna.load_study(study_name=name, storage=storage)
-    reports, models = [], []
+    reports, models, train_seconds = [], [], 0.0
     for t in study.get_trials(deepcopy=False):
         results = json.loads((Path(t.user_attrs["output_dir"]) / "results.json").read_text())
+        train_seconds += sum(row["epoch_seconds"] for row in results["history"])
         if results["artefacts"]["reports"] == "made" and results.get("reports"):
             reports.append(t.number)
         if results["artefacts"]["model"] == "made" and results.get("mlflow_model_uri"):
@@ -198,6 +210,7 @@ def eva_artefacts(folder: Path) -> dict:
         "reports": reports,
         "models": models,
         "params": [t.params for t in trials],
+        "train_seconds": train_seconds,
     }
 
 
@@ -262,22 +275,29 @@ def run_bare_side(side: str, command: list[str], store: Path, trials: int, keep:
 
 
 def summarize_bare(runs: dict[str, list[dict]], trials: int) -> dict:
-    """The pairs' ratios eva / bare and their median; each side's median wall time."""
-    pairs = [
-        round(e["wall"] / b["wall"], 3) for b, e in zip(runs["bare"], runs["eva"], strict=True)
-    ]
+    """The pairs' ratios eva / bare and their median; each side's median wall time; and the
+    wall time split into training loops and the rest ("outside"), which the machine's
+    noise moves less: eva's extra seconds outside the loops, and the ratio they alone give
+    (as if eva's loops had taken the bare loop's time in that pair)."""
+    both = list(zip(runs["bare"], runs["eva"], strict=True))
+    pairs = [round(e["wall"] / b["wall"], 3) for b, e in both]
     wall = {side: median([r["wall"] for r in records]) for side, records in runs.items()}
+    extra = [(e["wall"] - e["train_seconds"]) - (b["wall"] - b["train_seconds"]) for b, e in both]
+    alone = [1 + x / b["wall"] for x, (b, _) in zip(extra, both, strict=True)]
+    loops = [e["train_seconds"] / b["train_seconds"] for b, e in both]
     return {
         "ratio": round(median(pairs), 3),
         "pair_ratios": pairs,
         "bare_seconds": [round(r["wall"], 1) for r in runs["bare"]],
         "eva_seconds": [round(r["wall"], 1) for r in runs["eva"]],
+        "bare_train_seconds": [round(r["train_seconds"], 1) for r in runs["bare"]],
+        "eva_train_seconds": [round(r["train_seconds"], 1) for r in runs["eva"]],
+        "extra_seconds": round(median(extra), 2),
+        "ratio_outside": round(median(alone), 3),
+        "loop_ratio": round(median(loops), 3),
         "bare_trials_per_hour": round(trials / wall["bare"] * 3600),
         "eva_trials_per_hour": round(trials / wall["eva"] * 3600),
-        "same_params": all(
-            same_params(b["params"], e["params"])
-            for b, e in zip(runs["bare"], runs["eva"], strict=True)
-        ),
+        "same_params": all(same_params(b["params"], e["params"]) for b, e in both),
         "trials": trials,
     }
 
@@ -312,32 +332,48 @@ def compare_bare(args, root: Path) -> dict:
     finally:
         shutil.rmtree(template, ignore_errors=True)
     result = summarize_bare(runs, args.trials)
+    r = result
+    columns = ("bare_seconds", "eva_seconds", "bare_train_seconds", "eva_train_seconds")
     rows = [
-        [i + 1, f"{b:.1f}", f"{e:.1f}", f"{r:.3f}"]
-        for i, (b, e, r) in enumerate(
-            zip(result["bare_seconds"], result["eva_seconds"], result["pair_ratios"], strict=True)
+        [i + 1, f"{bw:.1f}", f"{ew:.1f}", f"{ratio:.3f}", f"{bt:.1f}", f"{et:.1f}",
+         f"{bw - bt:.1f}", f"{ew - et:.1f}"]
+        for i, (bw, ew, bt, et, ratio) in enumerate(
+            zip(*(r[c] for c in columns), r["pair_ratios"], strict=True)
         )
-    ]
+    ]  # fmt: skip
+    middle = [median(r[c]) for c in columns]
     rows.append(
-        ["median", f"{median(result['bare_seconds']):.1f}", f"{median(result['eva_seconds']):.1f}",
-         f"**{result['ratio']:.3f}**"]
+        ["median", *(f"{m:.1f}" for m in middle[:2]), f"**{r['ratio']:.3f}**",
+         *(f"{m:.1f}" for m in middle[2:]), "", ""]
     )  # fmt: skip
-    results = table(["pair", "bare loop s", "eva sweep s", "eva / bare"], rows)
+    results = table(
+        ["pair", "bare loop s", "eva sweep s", "eva / bare", "bare training s",
+         "eva training s", "bare rest s", "eva rest s"],
+        rows,
+    )  # fmt: skip
     per_hour = (
-        f"Trials per hour (1-epoch trials, medians): bare {result['bare_trials_per_hour']}, "
-        f"eva {result['eva_trials_per_hour']}. Same parameters drawn by both sides: "
-        f"{'yes' if result['same_params'] else 'no'}. eva made the reports and the MLflow "
+        f"Trials per hour (1-epoch trials, medians): bare {r['bare_trials_per_hour']}, "
+        f"eva {r['eva_trials_per_hour']}. Same parameters drawn by both sides: "
+        f"{'yes' if r['same_params'] else 'no'}. eva made the reports and the MLflow "
         "model for the best trial only, every time."
     )
-    summary = f"ratio = eva wall / bare wall = {result['ratio']:.3f} (median of {args.pairs} pairs)"
-    print(f"\n{results}\n\n{per_hour}\n\n{summary}")
+    split = (
+        "Training s: the trials' loops over their batches (each side times them the same "
+        "way); rest s: the wall time outside them. eva's training loops took "
+        f"{r['loop_ratio']:.3f}x the bare loop's, and eva spent {r['extra_seconds']:+.1f} s "
+        f"more outside them per sweep ({r['extra_seconds'] / args.trials:+.2f} s per trial; "
+        f"medians of the pairs): with the bare loop's training time, eva / bare = "
+        f"{r['ratio_outside']:.3f}."
+    )
+    summary = f"ratio = eva wall / bare wall = {r['ratio']:.3f} (median of {args.pairs} pairs)"
+    print(f"\n{results}\n\n{per_hour}\n\n{split}\n\n{summary}")
     if args.publish:
         setup = (
             f"{args.trials} trials of 1 epoch, session6 on Fashion-MNIST, train "
             f"{args.train_subset} / test {args.test_subset} images, 1 torch thread; eva's side: "
             f"`python train.py -m {' '.join(shown_overrides(commands['eva'][3:]))}`"
         )
-        markdown = "\n\n".join([setup + ".", results, per_hour, summary + "."])
+        markdown = "\n\n".join([setup + ".", results, per_hour, split, summary + "."])
         publish("sweeps.md", "sweep-bare", markdown, command_line(__file__, args.argv))
     return result
 

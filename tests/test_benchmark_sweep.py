@@ -2,6 +2,7 @@
 
 import importlib.util
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -156,16 +157,21 @@ def test_same_params_and_the_checks_of_a_bare_comparison(bench):
 
 
 def test_the_bare_summary_is_the_median_of_the_pairs(bench):
-    def run(wall):
-        return {"wall": wall, "params": [{"x": 1.0}]}
+    def run(wall, train):
+        return {"wall": wall, "params": [{"x": 1.0}], "train_seconds": train}
 
     runs = {
-        "bare": [run(100.0), run(90.0), run(110.0)],
-        "eva": [run(103.0), run(99.0), run(104.5)],
+        "bare": [run(100.0, 90.0), run(90.0, 80.0), run(110.0, 100.0)],
+        "eva": [run(103.0, 91.0), run(99.0, 88.0), run(104.5, 96.0)],
     }
     s = bench.summarize_bare(runs, 8)
     assert s["pair_ratios"] == [1.03, 1.1, 0.95]
     assert s["ratio"] == 1.03  # the median pair, not the ratio of medians
+    # outside the loops: eva 12, 11, 8.5 s against the bare loop's 10 s each
+    assert s["extra_seconds"] == 1.0
+    assert s["ratio_outside"] == 1.011  # median of 1.02, 1.011, 0.986
+    assert s["loop_ratio"] == round(91.0 / 90.0, 3)  # median of 1.011, 1.1, 0.96
+    assert s["eva_train_seconds"] == [91.0, 88.0, 96.0]
     assert s["bare_trials_per_hour"] == round(8 / 100.0 * 3600)
     assert s["eva_trials_per_hour"] == round(8 / 103.0 * 3600)
     assert s["same_params"] is True
@@ -174,8 +180,11 @@ def test_the_bare_summary_is_the_median_of_the_pairs(bench):
 def test_the_bare_loop_runs_a_tiny_study(bench, fmnist_root):
     if bench.fashion_mnist_missing(fmnist_root):  # unpacks the Debian copy, as main() does
         pytest.skip("needs the Debian package dataset-fashion-mnist")
+    start = time.perf_counter()
     out = bench.bare_loop(2, fmnist_root, train_subset=256, test_subset=64, threads=1)
+    elapsed = time.perf_counter() - start
     assert len(out["values"]) == len(out["params"]) == 2
+    assert 0 < out["train_seconds"] < elapsed  # its loops: a part of the call, not all of it
     assert all(0.0 <= v <= 1.0 for v in out["values"])
     assert {k for p in out["params"] for k in p} == {
         "scheduler.max_lr",

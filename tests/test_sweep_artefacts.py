@@ -258,3 +258,17 @@ def test_only_a_sweep_that_runs_its_own_trials_draws_reports_ahead(monkeypatch):
     assert not stages_reports(config(launcher="JoblibLauncher"))  # trials elsewhere
     monkeypatch.setenv(WORKERS_ENV, "2")  # an eva-sweep worker: its siblings would too
     assert not stages_reports(config())
+
+
+def test_the_reports_drawn_ahead_run_at_idle_priority(tmp_path):
+    """A process that draws reports during a sweep must not take CPU from the trials."""
+    import os
+
+    from eva.sweep.stage import Stager
+
+    stager = Stager()
+    stager.stage(tmp_path)  # no run there: it fails after its imports, which is enough
+    try:
+        assert os.sched_getscheduler(stager.process.pid) == os.SCHED_IDLE
+    finally:
+        stager.stop()

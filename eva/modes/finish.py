@@ -12,7 +12,6 @@ made, deferred (left for the end of the sweep), skipped (report.trials=none) or 
 import copy
 import json
 import logging
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -231,5 +230,4 @@ def _make(cfg, todo, model, data, device, output_dir, last, results, tracker) ->
 
 
 if __name__ == "__main__":  # eva/sweep/stage.py: python -m eva.modes.finish RUN_DIR
-    os.nice(10)  # idle cores only: the sweep's trials go first
     stage_reports(Path(sys.argv[1]))
