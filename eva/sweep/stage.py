@@ -6,9 +6,10 @@ after another in its own process (the basic launcher) starts, each time its best
 far changes, `python -m eva.modes.finish RUN_DIR` in a process of its own, on the CPU, at
 idle priority (it runs only on a core the trials leave free): it draws that trial's reports
 into RUN_DIR/.staged. If the trial is still the best at the end, finish_run moves them into
-place; if another one is, its reports are drawn then as before. One such process at a time: a newer best stops the older one's. One left by a
-sweep killed with kill -9 ends by itself once drawn; the study's next command removes what
-it drew (eva/sweep/integration.py remove_staged).
+place; if another one is, its reports are drawn then as before. One such process at a
+time: a newer best stops the older one's. One left by a sweep killed with kill -9 ends by
+itself once drawn; the study's next command removes what it drew
+(eva/sweep/integration.py remove_staged).
 """
 
 import os
