@@ -44,9 +44,8 @@ from common import (
     set_threads,
     table,
 )
-from flops import noise_note, others_during
+from flops import CHANNELS, CLASSES, SIZE, noise_note, others_during
 
-SIZE, CHANNELS, CLASSES = 32, 3, 10  # CIFAR-10's images and classes
 SHARE_LIMIT = 0.10  # the loader's share of an epoch above which augmentation is a bottleneck
 TRAINING_SIDES = ("model", "epoch", "torch_epoch")  # the sides that step the optimizer
 
