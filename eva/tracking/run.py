@@ -245,6 +245,10 @@ class Tracker(Recording):
                 step=step,
                 **MODEL_FORMAT,
                 pip_requirements=model_requirements(),
+                # MLflow would load the saved graph back and run the example through it,
+                # half of log_model's time, to warn if serving it fails: the export just
+                # ran that example, and tests/test_tracking.py reloads every model.
+                validate_serving_input=False,
             )
         self.model_uri = info.model_uri
         self.set_tags({"model_uri": info.model_uri})

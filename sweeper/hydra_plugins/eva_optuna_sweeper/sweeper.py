@@ -18,10 +18,18 @@ class EvaOptunaSweeper(Sweeper):
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
+        from hydra.types import HydraContext
 
+        from evasweep.compose import ComposeCache
         from evasweep.job import JobReporter
 
         self.config = config
+        # The launcher composes each job through it: in full once per shape of overrides,
+        # then from a copy (evasweep/compose.py).
+        loader = hydra_context.config_loader
+        if not isinstance(loader, ComposeCache):
+            loader = ComposeCache(loader)
+        hydra_context = HydraContext(config_loader=loader, callbacks=hydra_context.callbacks)
         self.hydra_context = hydra_context
         # Each job sends its trial's heartbeats and tells its outcome itself: launchers
         # carry the context's callbacks to the job's process, wherever it runs.
