@@ -3,10 +3,10 @@
 Hydra composes each job from scratch: the defaults list, every YAML file read and merged,
 in pure Python, for every trial and every probe of the search space. A sweep's jobs
 differ only in values (the trial's parameters, its env_set lines, its subdir): their
-defaults lists are the same. So the
-loader composes the first job of a shape in full, as Hydra does, and every later one from
-a copy of it with its own value overrides applied by Hydra's own function, which also
-writes hydra.overrides, override_dirname and the env_copy entries again, as Hydra does.
+defaults lists are the same. So the loader composes the first job of a shape in full,
+as Hydra does, and every later one from a copy of it with its own value overrides
+applied by Hydra's own function, then writes hydra.overrides, override_dirname and the
+env_copy entries again, as Hydra does.
 
 A shape is the config name, every line that picks a config group or is not a plain
 `key=value` / `++key=value` of one element, in order, and the keys of the other lines.
