@@ -170,6 +170,7 @@ def test_a_sweep_resumes_to_its_total_with_new_params_and_one_parent_run(mlflow_
     study = load(tmp_path)
     assert states(study) == ["COMPLETE"] * 4
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4
+    assert study.metric_names == ["best_test_acc"]  # optuna-dashboard's name for the value
 
     again = sweep_cli(
         tmp_path,

@@ -162,6 +162,21 @@ def test_every_model_is_saved_in_the_logged_format_and_reloads_for_any_batch(
         assert torch.allclose(loaded(x), net(x), atol=1e-5)
 
 
+def test_experiments_are_tagged_as_model_training_so_the_ui_opens_on_runs(mlflow_store):
+    """MLflow 3's UI opens an untagged experiment on its GenAI page: eva's say they train
+    models, those of an earlier eva get the tag, and a kind set by hand stays."""
+    from eva.tracking.store import KIND_TAG, TRAINING, prepare_experiment
+
+    client = MlflowClient(mlflow_store)
+    made = prepare_experiment(mlflow_store, experiment_name())
+    earlier = client.create_experiment(experiment_name())  # untagged, as eva made them
+    chosen = client.create_experiment(experiment_name(), tags={KIND_TAG: "genai_development"})
+    for experiment_id in (earlier, chosen):
+        prepare_experiment(mlflow_store, client.get_experiment(experiment_id).name)
+    kinds = [client.get_experiment(i).tags.get(KIND_TAG) for i in (made, earlier, chosen)]
+    assert kinds == [TRAINING, TRAINING, "genai_development"]
+
+
 def test_every_param_is_an_override_that_reproduces_the_config(compose):
     cfg = compose("model=ultimus", "optimizer=adamw", "augment=resnet", "dataset.train_subset=64")
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)

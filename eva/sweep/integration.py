@@ -69,6 +69,11 @@ class EvaIntegration(Integration):
         mlflow_db = sqlite_path(resolve_uri(config.tracking.uri, launch_dir))
         return None if mlflow_db is None else str(mlflow_db.parent / "optuna.log")
 
+    def metric_names(self, config) -> list[str]:
+        """The objective eva's task returns: best_val_acc when a validation split is held
+        out (sweeps never tune on the test set), else best_test_acc (eva/modes/train.py)."""
+        return ["best_val_acc" if config.dataset.get("val_size") else "best_test_acc"]
+
     def in_identity(self, key: str) -> bool:
         return not is_runtime_key(key)
 

@@ -30,6 +30,11 @@ __all__ = ["SQLITE", "database_url", "redact", "sqlite_path", "store_lock", "wit
 
 DEFAULT_DB = "mlflow.db"
 
+# MLflow 3's UI opens an experiment on the page its kind names; without this tag it
+# guesses, and shows eva's experiments on the GenAI overview ("Traces 0") first.
+KIND_TAG = "mlflow.experimentKind"
+TRAINING = "custom_model_development"  # the UI's name for model-training experiments
+
 
 def resolve_uri(uri: str | None, launch_dir: Path) -> str:
     """tracking.uri, else $MLFLOW_TRACKING_URI, else sqlite:///<launch dir>/mlflow.db.
@@ -113,7 +118,9 @@ def _get_or_create(uri: str, name: str, artifact_location: str | None) -> str:
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
             try:
-                return client.create_experiment(name, artifact_location=artifact_location)
+                return client.create_experiment(
+                    name, artifact_location=artifact_location, tags={KIND_TAG: TRAINING}
+                )
             except MlflowException:  # another process created it in the meantime
                 experiment = client.get_experiment_by_name(name)
                 if experiment is None:
@@ -122,6 +129,8 @@ def _get_or_create(uri: str, name: str, artifact_location: str | None) -> str:
             # Deleted in the UI: runs cannot be added to it until it is restored.
             logging.getLogger(__name__).warning("restoring deleted MLflow experiment %r", name)
             client.restore_experiment(experiment.experiment_id)
+        if KIND_TAG not in experiment.tags:  # made by an earlier eva; a kind set by hand stays
+            client.set_experiment_tag(experiment.experiment_id, KIND_TAG, TRAINING)
         return experiment.experiment_id
     except MlflowException as e:
         message = str(e).splitlines()[0] if str(e) else type(e).__name__

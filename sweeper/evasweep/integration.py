@@ -46,6 +46,12 @@ class Integration:
         file optuna.log in the launch folder."""
         return None
 
+    def metric_names(self, config) -> list[str] | None:
+        """What the task's value(s) measure, one name per direction, shown by
+        optuna-dashboard instead of "Objective 0" (Optuna's study.set_metric_names);
+        None: unnamed."""
+        return None
+
     def in_identity(self, key: str) -> bool:
         """Does a fixed override of `key` change what a trial computes? Keys that do not
         (e.g. a device or a number of loader workers) leave the study's identity alone."""

@@ -221,6 +221,9 @@ class StudyRunner:
         self.study, self.storage = studies.open_study_locked(
             self.url, name, ident, self.directions, s.heartbeat_interval, s.grace_period
         )
+        names = self.app.metric_names(self.config)
+        if names and len(names) == len(self.directions) and self.study.metric_names != names:
+            self.study.set_metric_names(list(names))  # optuna-dashboard shows them
         n_existing = len(self.study.get_trials(deepcopy=False))
         host = socket.gethostname() if WORKERS_ENV in os.environ else ""  # workers only
         seed = derived_seed(s.sampler.get("seed"), n_existing, self.worker, host)
