@@ -77,14 +77,13 @@ class ComposeCache(ConfigLoader):
             self._groups.update(str(k) for k in cfg.hydra.runtime.choices)
             shape = self._shape(master_config, parsed)
             if shape is not None and shape not in self._bases:
-                hydra_lines = [o.input_line for o in parsed if o.is_hydra_override()]
-                task_lines = [o.input_line for o in parsed if not o.is_hydra_override()]
+                ours = sum(o.is_hydra_override() for o in parsed)  # lines this compose added
                 held_hydra = list(cfg.hydra.overrides.hydra)
                 held_task = list(cfg.hydra.overrides.task)
                 self._bases[shape] = Base(
                     copy.deepcopy(cfg),
-                    held_hydra[: len(held_hydra) - len(hydra_lines)],
-                    held_task[: len(held_task) - len(task_lines)],
+                    held_hydra[: len(held_hydra) - ours],
+                    held_task[: len(held_task) - (len(parsed) - ours)],
                 )
         return cfg
 
