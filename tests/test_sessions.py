@@ -169,15 +169,23 @@ def test_results_script_runs_a_row_and_prints_what_mlflow_recorded(
         assert done.returncode == 0, done.stderr[-3000:]
         return done.stdout, json.loads(done.stdout.strip().splitlines()[-1])
 
-    out, result = run("--quick", "--rows", "ultimus-stable", "--threads", "1")
+    out, result = run("--quick", "--rows", "ultimus-stable", "--threads", "1", "--seeds", "1", "2")
     (row,) = result["rows"]
-    run_ = MlflowClient(store).get_run(row["run_id"])
+    runs = [MlflowClient(store).get_run(run_id) for run_id in row["run_ids"]]
+    assert [r.data.params["seed"] for r in runs] == ["1", "2"]  # a run per seed
+    run_ = runs[1]
+    assert row["run_id"] == run_.info.run_id  # the newest
     assert run_.info.run_name == "ultimus-stable" and run_.info.status == "FINISHED"
-    assert row["best_test_acc"] == run_.data.metrics["best_test_acc"]
+    accs = [r.data.metrics["best_test_acc"] for r in runs]
+    assert accs[0] != accs[1]  # the seeds differ
+    assert row["best_test_acc"] == pytest.approx(sum(accs) / 2)  # mean and sample std
+    assert row["best_test_acc_std"] == pytest.approx(abs(accs[0] - accs[1]) / 2**0.5)
     assert row["parameters"] == int(run_.data.params["derived.parameters"]) > 20_000
     assert row["train_images"] == 96 and row["epochs"] == 1  # --quick shrank the run
     assert run_.data.params["model.variant"] == "stable"
-    cells = [f"| **{100 * row['best_test_acc']:.2f}%** ", f"| {row['parameters']:,} "]
+    mean, std = 100 * row["best_test_acc"], 100 * row["best_test_acc_std"]
+    acc = f"| **{mean:.2f}%** ± {std:.2f} (2 seeds) "
+    cells = [acc, f"| {row['parameters']:,} "]
     assert all(cell in out for cell in cells)
     assert "`python -m eva experiment=session9 dataset=fashion_mnist model.variant=stable" in out
 

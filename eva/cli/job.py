@@ -36,6 +36,9 @@ def launch_context(cfg: DictConfig, hydra_cfg):
         launch.run_name = job_run_name(base, num, overrides, fixed)
         sweep_dir = launch.launch_dir / hydra_cfg.sweep.dir  # an absolute dir stays as it is
         launch.tags = {"hydra_job_num": str(num), "sweep_dir": str(sweep_dir)}
+        if launch.trial is not None and launch.trial.repeats > 1:  # one run per seed
+            launch.tags["optuna_trial"] = str(launch.trial.number)
+            launch.tags["repeat"] = f"{launch.trial.repeat + 1}/{launch.trial.repeats}"
         launch.parent_run_id = parent["run_id"] if parent else None
     return launch
 
@@ -81,7 +84,7 @@ def run_job(cfg: DictConfig) -> float | None:
 
             # The sweeper marks the trial PRUNED; the run itself finished cleanly.
             raise TrialPruned(f"pruned at epoch {results['pruned_at_epoch']}")
-        return results.get("objective")  # None for mode=lr_find
+        return sweep_value(results, launch.trial)
     except KeyboardInterrupt:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # the sweep stops too; its parent run ends KILLED
@@ -97,6 +100,15 @@ def run_job(cfg: DictConfig) -> float | None:
         print(f"Error: {one_line(e)}", file=sys.stderr)  # not Hydra's "Error executing job"
         remove_if_untouched(output_dir, Path(hydra_cfg.runtime.cwd))
         sys.exit(1)
+
+
+def sweep_value(results: dict, trial) -> float | list[float] | None:
+    """What the job returns: the objective (None for mode=lr_find), or in a sweep with
+    hydra.sweeper.objectives those numbers of results.json, in order (checked up front
+    by eva.sweep.integration.EvaIntegration.check_objectives)."""
+    if trial is not None and trial.objectives:
+        return [float(results[name]) for name in trial.objectives]
+    return results.get("objective")
 
 
 def remove_if_untouched(output_dir: Path, launch_dir: Path) -> None:

@@ -86,10 +86,14 @@ class StudyParent:
             if result.get("best_mlflow_run_id"):
                 tags["best_child_run_id"] = result["best_mlflow_run_id"]
             tags.update({f"best.{k}": str(v) for k, v in result["best_params"].items()})
+        if "solutions" in result:  # multi-objective: the Pareto front, trial by trial
+            tags.update(front_tags(result))
         self.tracker.set_tags(tags)
         metrics = {f"trials_{state}": n for state, n in result["counts"].items()}
         if "best_value" in result:
             metrics["best_value"] = result["best_value"]
+        if "best_std" in result:  # repeats: the std over the best trial's seeds
+            metrics["best_std"] = result["best_std"]
         self.tracker.log_metrics(metrics, step=result["finished"], phase="final")
         if results_file is not None:
             self.tracker.log_files({"": results_file})
@@ -101,3 +105,17 @@ class StudyParent:
                 self.tracker.end_quietly(status, error)
             else:
                 self.tracker.end(status)
+
+
+def front_tags(result: dict) -> dict[str, str]:
+    """The Pareto front of a multi-objective study as tags: `pareto_front` (its trials)
+    and `pareto.<trial>` (its values by objective name, then its params)."""
+    names = result.get("objectives") or [f"value{i}" for i in range(len(result["direction"]))]
+    tags = {"pareto_front": ",".join(str(s["number"]) for s in result["solutions"])}
+    for s in result["solutions"]:
+        values = " ".join(f"{n}={v:.6g}" for n, v in zip(names, s["values"], strict=True))
+        params = " ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in s["params"].items()
+        )
+        tags[f"pareto.{s['number']}"] = f"{values} | {params}"
+    return tags

@@ -11,6 +11,7 @@ import time
 
 from eva.tracking.run import MAX_TAG
 from evasweep.job import JOB_ATTR
+from evasweep.repeats import all_of
 from evasweep.stale import lives_elsewhere_here
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class TrialRuns:
             return
         if not runs:
             return
-        trials = {t.user_attrs.get("mlflow_run_id"): t for t in failed}
+        trials = {run_id: t for t in failed for run_id in all_of(t.user_attrs, "mlflow_run_id")}
         for run in runs:
             trial = trials.get(run.info.run_id)
             if trial is not None:
@@ -59,12 +60,16 @@ class TrialRuns:
                 self.end(trial.number, trial.user_attrs, why)
 
     def end(self, number: int, attrs: dict, why: str, until: float = 0.0) -> None:
-        """The trial's MLflow run, if still RUNNING, ends KILLED; unless its job is another
-        live process of this machine, which ends its run itself (waited for until the
-        monotonic time `until`, to do so or die). Never fails the sweep."""
-        run_id = attrs.get("mlflow_run_id")
-        if not run_id or not self.tracker.enabled:
+        """The trial's MLflow run(s) (one per seed with repeats), if still RUNNING, end
+        KILLED; unless its job is another live process of this machine, which ends its run
+        itself (waited for until the monotonic time `until`, to do so or die). Never fails
+        the sweep."""
+        if not self.tracker.enabled:
             return
+        for run_id in all_of(attrs, "mlflow_run_id"):
+            self._end(run_id, number, attrs, why, until)
+
+    def _end(self, run_id: str, number: int, attrs: dict, why: str, until: float) -> None:
         try:
             while True:
                 if self.client.get_run(run_id).info.status != "RUNNING":

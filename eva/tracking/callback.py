@@ -3,9 +3,10 @@
 on_multirun_start (before any job starts) creates the store, the experiment and the parent
 run, and hands the parent's id to the jobs through the environment (inherited by joblib's
 worker processes too); each job then records a nested child run. on_multirun_end copies the
-best child's params and score to the parent and ends it FINISHED. A multirun that dies
-with an exception (Hydra then skips on_multirun_end) ends the parent FAILED at exit, or
-KILLED after Ctrl-C.
+best child's params and score to the parent (and, for children that differ only in seed,
+each group's mean ± std: eva/tracking/seed_groups.py) and ends it FINISHED. A multirun
+that dies with an exception (Hydra then skips on_multirun_end) ends the parent FAILED at
+exit, or KILLED after Ctrl-C.
 
 Imports stay light: Hydra instantiates this for every command, `--help` included.
 """
@@ -162,6 +163,8 @@ class MlflowSweepCallback(Callback):
         from mlflow import MlflowClient
         from mlflow.entities import Metric, Param
 
+        from eva.tracking.seed_groups import group_records, seed_groups
+
         client = MlflowClient(self.tracker.uri)
         parent = self.tracker.run_id
         # Children usually share the parent's experiment, but a swept preset
@@ -195,6 +198,13 @@ class MlflowSweepCallback(Callback):
                 best.info.run_id,
                 objective(best.data.metrics),
             )
+        groups = seed_groups(children)  # -m seed=1,2,3 ...: mean ± std per group
+        if groups:
+            metrics, group_tags = group_records(groups)
+            client.log_batch(parent, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
+            tags.update(group_tags)
+            for line in group_tags.values():
+                log.info("seeds: %s", line)
         self.tracker.set_tags(tags)
 
     def _watch_for_abnormal_exit(self) -> None:

@@ -15,6 +15,7 @@ eva.sweep.integration.EvaIntegration.
 
 Called in the sweep process, in this order:
     prepare(config, launch_dir)           first: slow set-up start() needs may begin meanwhile
+    check_objectives(config, names)       hydra.sweeper.objectives, when given
     check_job(job_cfg)                    each probe of the search space, then the first batch
     explain(error)                        a refused trial config, in one line
     start(config, study, space, url, dir) once the study is open, before any trial
@@ -51,6 +52,10 @@ class Integration:
         optuna-dashboard instead of "Objective 0" (Optuna's study.set_metric_names);
         None: unnamed."""
         return None
+
+    def check_objectives(self, config, names: list[str]) -> None:
+        """Raise (one of user_errors) when hydra.sweeper.objectives names a value the task
+        cannot return; checked before the study or any trial exists."""
 
     def in_identity(self, key: str) -> bool:
         """Does a fixed override of `key` change what a trial computes? Keys that do not

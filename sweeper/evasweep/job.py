@@ -32,6 +32,10 @@ STUDY_ENV = "EVASWEEP_STUDY"  # the study's name
 TRIAL_ID_ENV = "EVASWEEP_TRIAL_ID"  # the trial's id in the storage (Optuna's _trial_id)
 TRIAL_NUMBER_ENV = "EVASWEEP_TRIAL_NUMBER"  # its number in the study
 HEARTBEAT_ENV = "EVASWEEP_HEARTBEAT"  # seconds between the job's heartbeats (0: none)
+REPEAT_ENV = "EVASWEEP_REPEAT"  # hydra.sweeper.repeats > 1: which of the trial's seeds (0..)
+REPEATS_ENV = "EVASWEEP_REPEATS"  # and how many seeds the trial trains (evasweep/repeats.py)
+SEED_ENV = "EVASWEEP_SEED"  # the seed this job trains (also in its overrides)
+OBJECTIVES_ENV = "EVASWEEP_OBJECTIVES"  # hydra.sweeper.objectives, comma-separated
 PRUNER_ATTR = "evasweep_pruner"  # study user attr: the pruner's config (a _target_ dict)
 
 _current: "JobTrial | None" = None
@@ -51,6 +55,14 @@ class JobTrial:
         self.trial_id = trial_id
         self.number = number  # the trial's number in the study (it names the job's folder)
         self.heartbeat_interval = float(os.environ.get(HEARTBEAT_ENV) or 0)
+        # hydra.sweeper.repeats: this job is seed `repeat` of `repeats` (evasweep/repeats.py)
+        self.repeat = int(os.environ.get(REPEAT_ENV) or 0)
+        self.repeats = int(os.environ.get(REPEATS_ENV) or 1)
+        self.seed = int(os.environ[SEED_ENV]) if os.environ.get(SEED_ENV) else None
+        # hydra.sweeper.objectives: the names of the values the task is to return, in order
+        names = os.environ.get(OBJECTIVES_ENV)
+        self.objectives = names.split(",") if names else None
+        self._curve: list = []  # this seed's intermediate values, with repeats
         self._trial = None
         self._storage = None
 
@@ -98,25 +110,72 @@ class JobTrial:
     def user_attrs(self) -> dict:
         return dict(self.optuna_trial.user_attrs)
 
+    def attr_key(self, key: str) -> str:
+        """The user attr where this job keeps `key`: `key.k` for seed k of a trial with
+        repeats (its seeds would overwrite each other's), else `key`."""
+        from evasweep.repeats import attr_key
+
+        return attr_key(key, self.repeat, self.repeats)
+
     def set_user_attr(self, key: str, value) -> None:
-        """Recorded on the trial (optimization_results.yaml names the best one's)."""
-        self.optuna_trial.set_user_attr(key, value)
+        """Recorded on the trial (optimization_results.yaml names the best one's); with
+        repeats under attr_key(key), one per seed."""
+        self.optuna_trial.set_user_attr(self.attr_key(key), value)
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.optuna_trial.study.directions) > 1
 
     def report(self, value: float, step: int) -> None:
-        """An intermediate value (e.g. the epoch's accuracy) at a step (the epoch)."""
-        self.optuna_trial.report(float(value), step=step)
+        """An intermediate value (e.g. the epoch's accuracy) at a step (the epoch). With
+        repeats, the trial's value at a step is the mean over its seeds (evasweep/repeats.py).
+        A multi-objective study has none (Optuna cannot prune it): nothing is recorded."""
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        if self.multi_objective:
+            return
+        if self.repeats <= 1:
+            self.optuna_trial.report(float(value), step=step)
+            return
+        from evasweep.repeats import report_mean
+
+        self.optuna_trial  # noqa: B018 (loads it: the study's process stamp, the pruner)
+        try:
+            self._curve = report_mean(
+                self.storage, self.trial_id, self.repeat, self.repeats, self._curve, value, step
+            )
+        except UpdateFinishedTrialError:  # another seed of the trial failed or was pruned
+            state = self.storage.get_trial(self.trial_id).state.name
+            raise TrialEnded(
+                f"trial {self.number} is {state} already (another of its seeds ended it): "
+                f"seed {self.seed} stops"
+            ) from None
 
     def should_prune(self) -> bool:
         """Whether the sweep's pruner stops this trial now; then raise TrialPruned."""
-        return self.optuna_trial.should_prune()
+        if self.multi_objective:
+            return False
+        trial = self.optuna_trial
+        if self.repeats <= 1:
+            return trial.should_prune()
+        # Optuna's Trial judges the values it reported itself; the mean over the seeds may
+        # have been reported by another seed's job: the pruner judges the trial as stored.
+        return trial.study.pruner.prune(trial.study, self.storage.get_trial(self.trial_id))
 
     def finish(self, job_return):
-        """Tell the study how the job ended (evasweep.outcome); the trial as stored."""
+        """Tell the study how the job ended (evasweep.outcome); the trial as stored. With
+        repeats, the job records its seed's outcome, and tells the trial when it is the
+        last of its seeds to end (evasweep/repeats.py)."""
         from evasweep.outcome import outcome, tell
 
         trial = self.optuna_trial
         state, values, error = outcome(job_return, len(trial.study.directions))
-        return tell(trial.study, trial, state, values, error)
+        if self.repeats <= 1:
+            return tell(trial.study, trial, state, values, error)
+        from evasweep.repeats import settle
+
+        seed = self.seed if self.seed is not None else self.repeat
+        return settle(trial.study, trial, self.repeats, {self.repeat: (seed, state, values, error)})
 
 
 class JobReporter(Callback):
@@ -174,8 +233,9 @@ def current_trial() -> JobTrial | None:
     trial_id = os.environ.get(TRIAL_ID_ENV)
     if trial_id is None or STORAGE_ENV not in os.environ:
         return None
-    if _current is None or _current.trial_id != int(trial_id):  # the basic launcher: a
-        _current = JobTrial(  # new job in the same process
+    repeat = int(os.environ.get(REPEAT_ENV) or 0)
+    if _current is None or (_current.trial_id, _current.repeat) != (int(trial_id), repeat):
+        _current = JobTrial(  # the basic launcher: a new job in the same process
             os.environ[STORAGE_ENV],
             os.environ[STUDY_ENV],
             int(trial_id),

@@ -29,7 +29,11 @@ from evasweep.heartbeat import Heartbeat
 from evasweep.job import (
     HEARTBEAT_ENV,
     JOB_ATTR,
+    OBJECTIVES_ENV,
     PRUNER_ATTR,
+    REPEAT_ENV,
+    REPEATS_ENV,
+    SEED_ENV,
     STORAGE_ENV,
     STUDY_ENV,
     TRIAL_ID_ENV,
@@ -37,6 +41,7 @@ from evasweep.job import (
 )
 from evasweep.outcome import outcome, tell
 from evasweep.overrides import quoted
+from evasweep.repeats import seeds, settle
 from evasweep.sampling import build_sampler, derived_seed
 from evasweep.space import (
     describe,
@@ -117,6 +122,20 @@ def directions_of(direction, default: str) -> list[str]:
     return names
 
 
+def objectives_of(objectives, directions: list[str]) -> list[str] | None:
+    """hydra.sweeper.objectives: None, or one distinct name per direction."""
+    if objectives is None:
+        return None
+    names = [objectives] if isinstance(objectives, str) else [str(n) for n in objectives]
+    if len(names) != len(directions) or len(set(names)) != len(names) or not all(names):
+        raise SweepError(
+            f"hydra.sweeper.objectives={names}: expected {len(directions)} distinct name(s), "
+            f"one per direction (hydra.sweeper.direction={directions}); a study of several "
+            "objectives sets both, e.g. direction=[maximize,minimize]"
+        )
+    return names
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -143,6 +162,13 @@ class StudyRunner:
     def check_settings(self) -> None:
         s = self.s
         self.directions = directions_of(s.direction, self.app.default_direction)
+        self.objectives = objectives_of(s.get("objectives"), self.directions)
+        self.repeats = s.get("repeats", 1)
+        if not isinstance(self.repeats, int) or isinstance(self.repeats, bool) or self.repeats < 1:
+            raise SweepError(
+                f"hydra.sweeper.repeats={self.repeats}: expected a whole number >= 1 (the "
+                "seeds each trial trains)"
+            )
         if s.n_trials < 0 or s.n_jobs < 1:
             raise SweepError(
                 f"hydra.sweeper.n_trials={s.n_trials}, n_jobs={s.n_jobs}: need n_trials >= 0 "
@@ -183,6 +209,33 @@ class StudyRunner:
                     f"it ({reason}); expected module.function(cfg, trial)"
                 ) from None
 
+    def trial_seeds(self) -> list[int] | None:
+        """hydra.sweeper.repeats > 1: the seeds of each trial's jobs, from the seed the
+        sweep's config (or a fixed override) has; None without repeats."""
+        if self.repeats <= 1:
+            return None
+        key = self.s.get("seed_key") or "seed"
+        where = f"hydra.sweeper.repeats={self.repeats}"
+        if key in self.space.distributions:
+            raise SweepError(
+                f"{where} trains seeds of {key} itself: {key} cannot also be searched "
+                f"({key}={describe(self.space.distributions[key])}); remove it from the params"
+            )
+        if key in self.space.fixed:
+            base = self.space.fixed[key].split("=", 1)[1]
+        else:
+            from omegaconf import OmegaConf
+
+            base = OmegaConf.select(self.config, key, default=None)
+        try:
+            base = int(str(base))
+        except ValueError:
+            raise SweepError(
+                f"{where}: the seed {key}={base} is not a whole number; repeats train seeds "
+                f"{key}, {key}+1, ... (hydra.sweeper.seed_key names the app's seed key)"
+            ) from None
+        return seeds(base, self.repeats)
+
     def params(self) -> dict | None:
         """hydra.sweeper.params; or the older search_space form, read as params."""
         s = self.s
@@ -200,6 +253,8 @@ class StudyRunner:
 
         s = self.s
         self.check_settings()
+        if self.objectives:
+            self.app.check_objectives(self.config, self.objectives)
         self.app.prepare(self.config, self.launch_dir)  # e.g. a process of its own, meanwhile
         self.space = parse_space(self.params(), arguments)
         if not self.space.distributions and self.extend is None:
@@ -207,6 +262,7 @@ class StudyRunner:
                 "the Optuna sweep has nothing to search: give hydra.sweeper.params or a sweep "
                 "override such as 'x=interval(-5, 5)'"
             )
+        self.seeds = self.trial_seeds()
         self.n_trials = s.n_trials
         if str(s.sampler._target_).endswith("GridSampler"):
             size = math.prod(len(v) for v in grid(self.space).values())
@@ -217,11 +273,15 @@ class StudyRunner:
         default = self.app.default_storage(self.config, self.launch_dir)
         self.url = studies.resolve_storage(s.storage, default, self.launch_dir)
         ident = studies.identity(self.space, self.directions, self.app.in_identity)
+        if self.repeats > 1:  # a mean over 3 seeds is not comparable with one seed's value
+            ident["repeats"] = self.repeats
+        if self.objectives:
+            ident["objectives"] = self.objectives
         name = s.study_name or studies.default_study_name(self.app.study_prefix(self.config), ident)
         self.study, self.storage = studies.open_study_locked(
             self.url, name, ident, self.directions, s.heartbeat_interval, s.grace_period
         )
-        names = self.app.metric_names(self.config)
+        names = self.objectives or self.app.metric_names(self.config)
         if names and len(names) == len(self.directions) and self.study.metric_names != names:
             self.study.set_metric_names(list(names))  # optuna-dashboard shows them
         n_existing = len(self.study.get_trials(deepcopy=False))
@@ -317,19 +377,27 @@ class StudyRunner:
             trials = self.ask(min(self.s.n_jobs, missing), heartbeat)
             if not trials:  # other workers asked the rest at the same moment
                 continue
-            batch = [self.job_overrides(t, i % parallel, parallel) for i, t in enumerate(trials)]
+            # repeats: each trial is a job per seed; slots count jobs
+            jobs = [(trial, k) for trial in trials for k in range(self.repeats)]
+            slots = parallel * self.repeats
+            batch = [self.job_overrides(t, i % slots, slots, k) for i, (t, k) in enumerate(jobs)]
             if launched == 0:  # values between the bounds check_composes() composed
                 self.check_composes(batch)
             try:
                 returns = self.launcher.launch(batch, initial_job_idx=trials[0].number)
             except Exception as e:
-                returns = self.lost(trials, e)
-            for trial, ret in zip(trials, returns, strict=True):
+                returns = self.lost(jobs, e)
+            by_trial: dict[int, list] = {t.number: [] for t in trials}
+            for (trial, _), ret in zip(jobs, returns, strict=True):
+                by_trial[trial.number].append(ret)
+            for trial in trials:
                 heartbeat.trial_ids.discard(trial._trial_id)
                 self.in_flight.remove(trial)
-                if ret is None:  # its job may still run: it tells the study itself
+                rets = by_trial[trial.number]
+                if any(ret is None for ret in rets):  # a job may still run: it tells the study
                     continue
-                state, reason = self.tell(trial, ret)
+                state, reason = self.tell(trial, rets)
+                ret = next((r for r in rets if r.status.name == "FAILED"), rets[0])  # its log
                 launched += 1
                 if state == TrialState.FAIL:
                     failed, error = failed + 1, reason
@@ -341,7 +409,7 @@ class StudyRunner:
                     f"hydra.sweeper.max_failure_rate={self.s.max_failure_rate}; last: {error}"
                 )
 
-    def lost(self, trials, error: Exception) -> list:
+    def lost(self, jobs, error: Exception) -> list:
         """The launcher raised instead of returning the batch (submitit does when one job
         was killed): trials their jobs told are read from the study; the others FAIL
         unless their job is still at work (it stamped the trial and beats), in which case
@@ -350,10 +418,10 @@ class StudyRunner:
 
         reason = str(error).strip().splitlines()
         reason = f"{type(error).__name__}: {reason[-1] if reason else ''}"
-        numbers = [t.number for t in trials]
+        numbers = sorted({t.number for t, _ in jobs})
         log.warning("the launcher lost the batch of trials %s: %s", numbers, reason)
-        returns = lost_jobs(RuntimeError(f"the launcher lost the job ({reason})"), len(trials))
-        for i, trial in enumerate(trials):
+        returns = lost_jobs(RuntimeError(f"the launcher lost the job ({reason})"), len(jobs))
+        for i, (trial, _) in enumerate(jobs):
             stored = self.storage.get_trial(trial._trial_id)
             if stored.state == TrialState.RUNNING and JOB_ATTR in stored.user_attrs:
                 if not is_gone(stored.user_attrs[JOB_ATTR]):
@@ -433,9 +501,10 @@ class StudyRunner:
                 f"trial {trial.number} ({reason}); expected module.function(cfg, trial)"
             ) from None
 
-    def job_overrides(self, trial, position: int, parallel: int) -> list[str]:
+    def job_overrides(self, trial, position: int, parallel: int, repeat: int = 0) -> list[str]:
         """The trial's values, and its identity in the job's env (evasweep.job): every
-        launcher carries hydra.job.env_set to the job, in this process or another."""
+        launcher carries hydra.job.env_set to the job, in this process or another. With
+        repeats, the job of seed `repeat` of the trial."""
         slot = self.worker * parallel + position  # which device / core share the job takes
         slots = self.workers * parallel
         if self.placed:  # the engine chose the job's devices: all it sees are its own
@@ -450,11 +519,24 @@ class StudyRunner:
             HEARTBEAT_ENV: str(self.s.heartbeat_interval or 0),
             **self.app.job_env(trial, slot, slots),
         }
+        if self.objectives:
+            env[OBJECTIVES_ENV] = ",".join(self.objectives)
+        fixed = dict(self.space.fixed)
+        subdir = str(trial.number)  # job folders never clash across commands
+        seed_lines = []
+        if self.seeds:
+            key, seed = self.s.get("seed_key") or "seed", self.seeds[repeat]
+            fixed.pop(key, None)  # the trial's seeds replace a fixed seed
+            seed_lines = [f"{key}={seed}"]
+            env.update({REPEAT_ENV: str(repeat), REPEATS_ENV: str(self.repeats)})
+            env[SEED_ENV] = str(seed)
+            subdir = f"{trial.number}/{key}{seed}"
         return [
-            *self.space.fixed.values(),
+            *fixed.values(),
             *trial_overrides(trial.params),
+            *seed_lines,
             *(f"++hydra.job.env_set.{k}={quoted(v)}" for k, v in env.items()),
-            f"hydra.sweep.subdir={trial.number}",  # job folders never clash across commands
+            f"hydra.sweep.subdir={subdir}",
             # absolute: a job may start in another folder (a Ray worker starts in ray's)
             f"hydra.sweep.dir={quoted(str(self.sweep_dir.absolute()))}",
         ]
@@ -527,12 +609,17 @@ class StudyRunner:
                 return n - 1, error
         return len(overrides) - 1, reason
 
-    def tell(self, trial, ret):
-        """How the trial ended, as the storage holds it: its job may have told it first."""
-        state, values, error = outcome(ret, len(self.directions))
-        stored = tell(self.study, trial, state, values, error)
+    def tell(self, trial, rets: list):
+        """How the trial ended, as the storage holds it: its job(s) may have told it first.
+        rets: the JobReturn of each of its jobs (one per seed with repeats)."""
+        outcomes = [outcome(ret, len(self.directions)) for ret in rets]
+        if self.seeds is None:
+            stored = tell(self.study, trial, *outcomes[0])
+        else:
+            by_seed = {k: (self.seeds[k], *o) for k, o in enumerate(outcomes)}
+            stored = settle(self.study, trial, self.repeats, by_seed)
         state, values = stored.state, stored.values
-        error = stored.user_attrs.get("error", error)
+        error = stored.user_attrs.get("error", next((o[2] for o in outcomes if o[2]), None))
         shown = ", ".join(f"{v:.4f}" for v in values) if values else state.name
         log.info("trial %d: %s", trial.number, shown)
         return state, error

@@ -147,18 +147,34 @@ def summary(study, n_trials: int, storage_url: str, details=lambda trial: {}) ->
         "surplus": surplus,
         "search_space": _stored_identity(study).get("search_space", {}),
     }
+    if study.metric_names:  # what the values are (hydra.sweeper.objectives, the app's names)
+        result["objectives"] = list(study.metric_names)
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return result
     if len(directions) > 1:
         result["solutions"] = [
-            {"number": t.number, "params": dict(t.params), "values": list(t.values)}
+            {"number": t.number, "params": dict(t.params), "values": list(t.values), **spread(t)}
             for t in sorted(study.best_trials, key=lambda t: t.number)
         ]
         return result
     best = study.best_trial
     result.update(best_value=best.value, best_params=dict(best.params), best_trial=best.number)
+    result.update({f"best_{k}": v for k, v in spread(best).items()})
     result.update(details(best))
     return result
+
+
+def spread(trial) -> dict:
+    """A trial of hydra.sweeper.repeats: {"std", "seed_values"} (evasweep/repeats.py)."""
+    from evasweep.repeats import SEED_VALUES_ATTR, STD_ATTR
+
+    if STD_ATTR not in trial.user_attrs:
+        return {}
+    by_seed = trial.user_attrs.get(SEED_VALUES_ATTR, {})
+    return {
+        "std": trial.user_attrs[STD_ATTR],
+        "seed_values": {int(s): v for s, v in by_seed.items()},
+    }
 
 
 def _stored_identity(study) -> dict:

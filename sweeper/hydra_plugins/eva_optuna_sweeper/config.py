@@ -226,6 +226,14 @@ class EvaOptunaSweeperConfig:
     # maximize | minimize the task's return value, or a list of them for a task that
     # returns several values. null: the app's integration decides (minimize unless it says).
     direction: Any = None
+    # The names of the values the task returns, one per direction: what optuna-dashboard
+    # and the results show; an app's integration may let them choose what its task returns
+    # (eva: any numeric key of results.json, e.g. [best_test_acc, params]).
+    objectives: Any = None
+    # Each trial trains this many seeds, as jobs differing only in seed_key (the sweep's
+    # seed s, then s+1, ...); its value is their mean (evasweep/repeats.py).
+    repeats: int = 1
+    seed_key: str = "seed"
     # null: "<job name>-<hash of the search space and fixed overrides>", so the same
     # command always continues the same study and a changed command starts a new one.
     study_name: str | None = None
