@@ -9,6 +9,17 @@ sqlite store. The plain side indexes pre-normalized tensors: the fastest loop th
 
     python benchmarks/overhead.py --quick      # < 1 minute; the figure is "ratio"
     python benchmarks/overhead.py              # more images and repeats
+    python benchmarks/overhead.py --quick --system-metrics   # what sampling the machine costs
+
+With --system-metrics both sides are eva: the same epoch with tracking.system_metrics on
+and off (each its own run, alternated): "ab_seconds_per_epoch" is the median over pairs of
+(on - off) epoch seconds. A shared machine's noise is far larger than that difference, so
+it also measures the CPU time of one sample (what MLflow's monitor does every interval:
+read the machine, check that the run is open, log the batch) on a thread of its own:
+"cost_seconds_per_epoch" = samples per epoch x CPU seconds per sample, the most an epoch
+can lose to it when training keeps every core busy. --interval sets the sampling interval
+(tracking.system_metrics_interval), --inline runs MLflow in the training process
+(tracking.process=false), where the monitor's thread shares the training's interpreter.
 
 ratio = eva img/s / plain img/s, the median over A/B pairs (1.0: eva costs nothing; 0.97:
 3% slower). The epoch sizes here are small, so eva's fixed cost per epoch (two checkpoint
@@ -116,10 +127,17 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, help="measured epochs per side")
     p.add_argument("--no-tracking", action="store_true", help="eva without MLflow")
     p.add_argument("--tracking-uri", help="MLflow store (default: a new sqlite file)")
+    p.add_argument(
+        "--system-metrics", action="store_true", help="eva with system metrics on vs off"
+    )
+    p.add_argument("--interval", type=float, default=5.0, help="with --system-metrics: seconds")
+    p.add_argument("--inline", action="store_true", help="with --system-metrics: no writer")
     args = p.parse_args(argv)
     images = args.images or (2048 if args.quick else 8192)
     repeats = args.repeats or (5 if args.quick else 9)
     threads = set_threads(args.threads)
+    if args.system_metrics:
+        return system_metrics_cost(args, images, repeats, threads, argv)
 
     import copy
 
@@ -194,6 +212,131 @@ def main(argv: list[str] | None = None) -> dict:
             "images": images,
             "batch_size": args.batch_size,
             "tracking": not args.no_tracking,
+            **machine(),
+        }
+    )
+
+
+def eva_side(args, images: int, threads: int, out: Path, extra: list[str]):
+    """A runtime with its MLflow run started, and one eva epoch of it (fit, as a run does)."""
+    from eva.modes import runtime
+    from eva.modes.train import fit
+
+    out.mkdir(parents=True)
+    cfg = compose(
+        [
+            f"model={args.model}",
+            "dataset=synthetic",
+            f"dataset.train_size={images}",
+            f"dataset.test_size={args.test_images}",
+            f"batch_size={args.batch_size}",
+            "epochs=1",
+            "scheduler.max_lr=0.05",
+            f"tracking.uri={args.tracking_uri or f'sqlite:///{out.parent}/mlflow.db'}",
+            "report.enabled=false",
+            f"threads={threads}",
+            *extra,
+        ]
+    )
+    rt = runtime.start(cfg, out)
+    runtime.build(rt)
+    runtime.start_run(rt)
+    meta = {"model_name": cfg.model.name, "config": {}, "classes": rt.data.classes}
+    meta.update(eva_version="bench", mlflow_run_id=rt.tracker.run_id, overrides=[], lr_find=None)
+
+    def epoch() -> None:
+        with terminal_stderr():
+            fit(cfg, rt, meta)
+
+    return rt, epoch
+
+
+def sample_cpu_seconds(tracker, samples: int = 20) -> float:
+    """CPU seconds of one sample of MLflow's monitor, as its thread takes them (into a run
+    of its own, so that the benchmark's runs keep their own samples)."""
+    import time
+
+    from mlflow import MlflowClient
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    uri = tracker.uri
+    client = MlflowClient(uri)
+    run_id = client.create_run(tracker.experiment_id, run_name="system metrics sample").info.run_id
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=1, tracking_uri=uri)
+    monitor.collect_metrics()  # the first one imports and opens what the others reuse
+    started = time.thread_time()
+    for _ in range(samples):
+        monitor.collect_metrics()
+        client.get_run(run_id)  # the monitor checks that the run is still open
+        monitor.publish_metrics(monitor.aggregate_metrics())
+        monitor.mlflow_logger.flush()
+    spent = (time.thread_time() - started) / samples
+    client.set_terminated(run_id)
+    return spent
+
+
+def system_metrics_cost(args, images: int, repeats: int, threads: int, argv) -> dict:
+    """eva's epoch with tracking.system_metrics on against off, alternated: seconds per
+    epoch that sampling the machine costs the training (the monitor runs in the writer
+    process, or with --inline on a thread of the training process)."""
+    from contextlib import ExitStack
+
+    out = Path(tempfile.mkdtemp(prefix="eva-system-metrics-"))
+    common = [f"tracking.process={not args.inline}"]
+    on = [
+        *common,
+        "tracking.system_metrics=true",
+        f"tracking.system_metrics_interval={args.interval}",
+    ]
+    sides = {
+        "off": eva_side(
+            args, images, threads, out / "off", [*common, "tracking.system_metrics=false"]
+        ),
+        "on": eva_side(args, images, threads, out / "on", on),
+    }
+    with ExitStack() as stack:
+        for rt, _ in sides.values():
+            stack.enter_context(rt.tracker.recording())
+        seconds = alternate({side: lambda e=e: timed(e) for side, (_, e) in sides.items()}, repeats)
+    pairs = [b - a for a, b in zip(seconds["off"], seconds["on"], strict=True)]
+    ab = median(pairs)
+    per_sample = sample_cpu_seconds(sides["on"][0].tracker)
+    epoch_off = median(seconds["off"])
+    cost = epoch_off / args.interval * per_sample
+    where = "the training process (--inline)" if args.inline else "the writer process"
+    setup = (
+        f"{args.model}, {images} synthetic 32x32 images + {args.test_images} test, batch "
+        f"{args.batch_size}, {threads} thread(s); system metrics every {args.interval:g} s "
+        f"in {where}; {repeats} epochs per side, alternated, medians"
+    )
+    rows = [
+        [side, f"{median(s):.3f}", " ".join(f"{x:.3f}" for x in s)] for side, s in seconds.items()
+    ]
+    results = table(["system metrics", "epoch s (median)", "every epoch s"], rows)
+    summary = (
+        f"one sample = {1000 * per_sample:.1f} ms of CPU; at {epoch_off / args.interval:.2f} "
+        f"samples per epoch, cost = {cost:.4f} s per epoch ({100 * cost / epoch_off:.2f}%) at "
+        f"most. A/B: median of the {repeats} pairs' on - off = {ab:+.3f} s "
+        f"({' '.join(f'{d:+.3f}' for d in pairs)})"
+    )
+    print(setup, results, summary, sep="\n")
+    if args.publish:
+        markdown = f"{setup}.\n\n{results}\n\n{summary}."
+        publish("tracking.md", "system-metrics", markdown, command_line(__file__, argv))
+    return emit(
+        {
+            "benchmark": "overhead-system-metrics",
+            "cost_seconds_per_epoch": round(cost, 5),
+            "sample_cpu_seconds": round(per_sample, 5),
+            "ab_seconds_per_epoch": round(ab, 4),
+            "pair_differences": [round(d, 4) for d in pairs],
+            "off_seconds": seconds["off"],
+            "on_seconds": seconds["on"],
+            "interval": args.interval,
+            "inline": args.inline,
+            "model": args.model,
+            "images": images,
+            "batch_size": args.batch_size,
             **machine(),
         }
     )

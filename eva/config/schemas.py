@@ -138,6 +138,13 @@ class TrackingConfig:
     # MLflow calls in a writer process of their own (eva/tracking/writer.py): its import and
     # store never delay training. false: in the training process (tracebacks there).
     process: bool = True
+    # CPU, memory, disk, network (and NVIDIA GPU) use sampled into the run's system/* metrics
+    # by MLflow's monitor, in the writer process, while the run is open. false: none.
+    system_metrics: bool = True
+    system_metrics_interval: float = 5.0  # seconds between two samples
+    # A registered model's name (e.g. session6-fmnist): the run's logged model becomes its
+    # next version, and the alias champion moves to it when it scores best. null: none.
+    register: str | None = None
 
 
 # --------------------------------------------------------------------------- lr_find, report

@@ -9,6 +9,7 @@ builder attaches to itself (`builder.check`, e.g. the one-cycle schedule's).
 
 import dataclasses
 import math
+import posixpath
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ValidationError
@@ -99,6 +100,7 @@ def validate(cfg: DictConfig, overrides: list[str] | None = None) -> None:
     check_scheduler(cfg)
     if cfg.mode == "lr_find" or finds_max_lr(cfg):
         check_range_test(cfg.lr_find)
+    check_tracking(cfg)
     r = cfg.report
     for key in ("samples", "misclassified", "gradcam"):
         require(r[key] >= 0, f"report.{key}={r[key]}: must be 0 or more")
@@ -145,6 +147,41 @@ def check_run(cfg) -> None:
     require(cfg.l1_weight >= 0, f"l1_weight={cfg.l1_weight}: must be 0 or more")
     if cfg.mode == "test":
         require(bool(cfg.checkpoint), "mode=test needs checkpoint=PATH (a checkpoint eva wrote)")
+
+
+def check_tracking(cfg) -> None:
+    t = cfg.tracking
+    interval = t.system_metrics_interval
+    require(
+        is_number(interval) and interval > 0 and math.isfinite(interval),
+        f"tracking.system_metrics_interval={interval}: must be a positive number of seconds",
+    )
+    if t.register is None:
+        return
+    problem = registered_name_problem(str(t.register))
+    require(problem is None, f"tracking.register={t.register!r}: {problem}")
+    if cfg.mode == "train":  # mode=test and lr_find log no model: nothing to register
+        require(
+            t.enabled and t.log_model,
+            f"tracking.register={t.register}: registers the run's logged model, which needs "
+            "tracking.enabled=true and tracking.log_model=true",
+        )
+
+
+def registered_name_problem(name: str) -> str | None:
+    """Why MLflow would refuse `name` for a registered model, or None: its own rule
+    (mlflow.utils.validation._validate_model_name) and its store's length, checked here
+    before the training rather than by the registry after it."""
+    if not name.strip():
+        return "a registered model's name must not be blank"
+    if "/" in name or ":" in name:
+        return "a registered model's name must not contain '/' or ':' (e.g. session6-fmnist)"
+    norm = posixpath.normpath(name)
+    if norm != name or norm == "." or norm.startswith(".."):
+        return "a registered model's name must not read as a path such as '.' or '..x'"
+    if len(name) > 256:
+        return f"a registered model's name has at most 256 characters, not {len(name)}"
+    return None
 
 
 # ----------------------------------------------------------------------------- groups

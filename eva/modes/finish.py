@@ -63,13 +63,15 @@ def finish_run(
     launch_dir: Path,
     device: str = "auto",
     threads: int | None = None,
+    study: str | None = None,
 ) -> dict | None:
     """Make what the trained run in output_dir deferred (deferred()), from its best.pt,
     on `device`: the reports into its plots/ and reports/, the model into its MLflow run
-    (found in `tracking_cfg`'s store by the run id results.json names). Updates
-    results.json and the run's `artefacts` tag; the run ends FINISHED again. Returns the
-    new results, or None when nothing was left to make. Raises EvaError when another
-    process holds the run folder.
+    (found in `tracking_cfg`'s store by the run id results.json names), registered as a
+    version of tracking_cfg.register when that is set (its tag `study` names `study`, the
+    Optuna study the run is a trial of). Updates results.json and the run's `artefacts`
+    tag; the run ends FINISHED again. Returns the new results, or None when nothing was
+    left to make. Raises EvaError when another process holds the run folder.
     """
     output_dir = Path(output_dir)
     with resuming.run_lock(output_dir):
@@ -88,6 +90,8 @@ def finish_run(
             tracker = _reopen(tracking_cfg, launch_dir, results.get("mlflow_run_id"))
             try:
                 _make(cfg, todo, model, data, run_device, output_dir, last, results, tracker)
+                if "model" in todo and tracker is not None:
+                    register_best(tracker, tracking_cfg, results, study)
             finally:
                 if tracker is not None:
                     tracker.end("FINISHED")  # as training left it, whatever happened here
@@ -198,6 +202,26 @@ def log_best_model(tracker, model, data, step: int, soon: bool = False) -> str |
     if soon:
         return tracker.log_model_soon(best, example, step=step)
     return tracker.log_model(best, example, step=step)
+
+
+def register_best(tracker, tracking_cfg, results: dict, study: str | None = None):
+    """The model the tracker logged, as the next version of tracking.register (when set),
+    tagged with the run's objective (eva.tracking.registry); says in the run's log whether
+    it became the champion, and in results["registered_model"]. Returns the
+    Registration, or None."""
+    name = tracking_cfg.get("register")
+    if not name:
+        return None
+    objective = f"best_{results['selected_on']}_acc"  # what results["objective"] holds
+    registration = tracker.register_model(name, objective, results["objective"], study)
+    if registration is not None:
+        log.info("%s", registration.line())
+        results["registered_model"] = {
+            "name": registration.name,
+            "version": registration.version,
+            "champion": registration.crowned,
+        }
+    return registration
 
 
 def _make(cfg, todo, model, data, device, output_dir, last, results, tracker) -> None:

@@ -19,6 +19,7 @@ from eva.engine.seed import seed_everything, set_deterministic
 from eva.engine.timing import job_started_at
 from eva.models import build_model, check_output, count_parameters, gradcam_layer
 from eva.tracking import Launch, Tracker
+from eva.tracking.datasets import describe as describe_datasets
 from eva.tracking.params import config_params, derived_params, run_tags
 from eva.tracking.writer import RemoteTracker
 
@@ -65,9 +66,10 @@ def start(cfg: DictConfig, output_dir: str | Path, launch: Launch | None = None)
         gradcam_layer(model, cfg.model.get("gradcam_layer"))
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    # A writer process opens MLflow (seconds) while the data loads and the run starts.
+    # A writer process opens MLflow (seconds) while the data loads and the run starts; it
+    # also samples the machine while the run is open (tracking.system_metrics).
     opener = RemoteTracker if cfg.tracking.process else Tracker
-    tracker = opener.open(cfg.tracking, launch)
+    tracker = opener.open(cfg.tracking, launch, monitor=True)
     device = resolve_device(slot_device(cfg.device, launch.slot))  # one GPU per sweep job
     job_started = launch.started_at if launch.started_at is not None else job_started_at()
     return Runtime(
@@ -118,8 +120,10 @@ def build(rt: Runtime) -> None:
 
 
 def start_run(rt: Runtime, run_name: str | None = None) -> dict:
-    """After build(): write config.yaml (as run, max_lr=find already resolved) and create
-    the MLflow run with every config key as a param. Returns the resolved config as a dict."""
+    """After build(): write config.yaml (as run, max_lr=find already resolved), create
+    the MLflow run with every config key as a param, and record its data splits as the
+    run's inputs. Returns the resolved config as a dict. A resume that reopens its run
+    never comes here: its inputs are on record already."""
     cfg, launch = rt.cfg, rt.launch
     (rt.output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
@@ -138,6 +142,8 @@ def start_run(rt: Runtime, run_name: str | None = None) -> dict:
         tags={**run_tags(cfg, rt.output_dir), **launch.tags},
         parent=launch.parent_run_id,
     )
+    if rt.tracker.enabled:
+        rt.tracker.log_datasets(describe_datasets(cfg))
     return config
 
 

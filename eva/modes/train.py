@@ -131,7 +131,8 @@ def _train(cfg, output_dir: Path, launch: Launch | None, saved: dict | None) -> 
             write_json(results, output_dir / "results.json")
         if tracker.enabled:
             tracker.set_tags({"artefacts": finishing.describe(artefacts)})
-            record_outputs(cfg, tracker, rt.model, data, results, output_dir)
+            study = getattr(rt.launch.trial, "study_name", None)  # a sweep's trial
+            record_outputs(cfg, tracker, rt.model, data, results, output_dir, study=study)
             results["mlflow_model_uri"] = tracker.model_uri
             results["tracking_seconds"] = dict(tracker.seconds)
             write_json(results, output_dir / "results.json")
@@ -297,8 +298,12 @@ def save_best(path: Path, model, cfg, meta: dict, row: dict, selected_on: str, r
     )
 
 
-def record_outputs(cfg, tracker: Tracker, model, data, results: dict, output_dir: Path) -> None:
-    """After training: summary metrics, the run's files and plots, the best model, loadable."""
+def record_outputs(
+    cfg, tracker: Tracker, model, data, results: dict, output_dir: Path, study: str | None = None
+) -> None:
+    """After training: summary metrics, the run's files and plots, the best model, loadable,
+    and registered as a version of tracking.register when that is set (`study`: the
+    Optuna study of a trial that logs its own model, report.trials=all)."""
     final = {
         "best_epoch": results["best_epoch"],
         "final_test_acc": results["final_test_acc"],
@@ -315,3 +320,4 @@ def record_outputs(cfg, tracker: Tracker, model, data, results: dict, output_dir
     tracker.log_files(files)
     if results["artefacts"]["model"] == finishing.MADE:
         finishing.log_best_model(tracker, model, data, step=results["best_epoch"])
+        finishing.register_best(tracker, cfg.tracking, results, study)

@@ -1,9 +1,12 @@
 """One MLflow run per training job: recorded in a few batched calls, always ended honestly.
 
-The training loop talks to a Tracker only: `start` creates the run, `log_metrics` sends one
-batch of metrics per epoch (a call costs ~10-20 ms; an epoch takes seconds to minutes),
-`log_files` and `log_model` upload at the end, and `recording()` ends the run
-FINISHED, FAILED (with the error as a tag) or KILLED (Ctrl-C, SIGTERM). A disabled Tracker
+The training loop talks to a Tracker only: `start` creates the run, `log_datasets` records
+its data splits as the run's inputs, `log_metrics` sends one batch of metrics per epoch (a
+call costs ~10-20 ms; an epoch takes seconds to minutes), `log_files` and `log_model`
+upload at the end, `register_model` adds the logged model to the model registry, and
+`recording()` ends the run FINISHED, FAILED (with the error as a tag) or KILLED (Ctrl-C,
+SIGTERM). A tracker opened for a training run (`monitor=True`) also samples the machine
+into the run's system/* metrics while the run is open. A disabled Tracker
 (tracking.enabled=false) accepts every call and does nothing.
 """
 
@@ -24,6 +27,10 @@ from eva.tracking.store import prepare_experiment, redact, resolve_uri
 log = logging.getLogger(__name__)
 
 MAX_TAG = 5000  # characters kept of an error message (MLflow allows 8000)
+# Seconds the run's end waits for the system-metrics thread to stop: it wakes at once and a
+# sample takes milliseconds; one stuck on a store that does not answer is left behind (a
+# daemon thread: it never holds up the process's exit).
+MONITOR_STOP_WAIT = 1.0
 
 
 # How the model is saved: torch.export's graph ("pt2"), not a pickle of eva's classes.
@@ -100,17 +107,23 @@ class Tracker(Recording):
         # Wall time spent inside MLflow calls, per phase: open (store + experiment), start
         # (run + params), epochs (the per-epoch batches), final (files + model), end.
         self.seconds: dict[str, float] = defaultdict(float)
+        # Seconds between samples of the machine while a run is open (None: not sampled),
+        # and MLflow's monitor of the open run.
+        self.system_interval: float | None = None
+        self._monitor = None
 
     @property
     def enabled(self) -> bool:
         return self.experiment_id is not None
 
     @classmethod
-    def open(cls, tracking_cfg, launch: Launch) -> "Tracker":
+    def open(cls, tracking_cfg, launch: Launch, monitor: bool = False) -> "Tracker":
         """Resolve the store and make sure it and the experiment exist; no run yet.
 
         Fails in seconds (EvaError) when a tracking server does not answer, before any
-        data is loaded or any run is created.
+        data is loaded or any run is created. monitor: the tracker of a training run, which
+        samples the machine while its run is open (tracking.system_metrics); a sweep's
+        parent run is no training run.
         """
         if not tracking_cfg.enabled:
             return cls()
@@ -118,6 +131,13 @@ class Tracker(Recording):
         started = time.perf_counter()
         experiment_id = prepare_experiment(uri, tracking_cfg.experiment, tracking_cfg.timeout)
         tracker = cls(uri, experiment_id)
+        if monitor and tracking_cfg.get("system_metrics", False):
+            tracker.system_interval = float(tracking_cfg.system_metrics_interval)
+            import psutil
+
+            # psutil's CPU figure covers the time since its previous call: without this
+            # one, the run's first sample would say 0%.
+            psutil.cpu_percent()
         tracker.seconds["open"] += time.perf_counter() - started
         return tracker
 
@@ -149,6 +169,7 @@ class Tracker(Recording):
             items = [Param(k, v) for k, v in params.items()]
             for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
                 client.log_batch(self.run_id, params=items[i : i + 100])
+            self._watch(resume=False)
         log.info("MLflow run %s (%s) in %s", self.run_id, run_name, redact(self.uri))
 
     def reopen(self, run_id: str) -> bool:
@@ -170,8 +191,68 @@ class Tracker(Recording):
             if run.info.lifecycle_stage != "active":
                 return False
             self._client.update_run(run_id, status="RUNNING")
-        self.run_id = run_id
+            self.run_id = run_id
+            self._watch(resume=True)
         return True
+
+    def _watch(self, resume: bool) -> None:
+        """Sample the machine into the open run every system_interval seconds: MLflow's own
+        monitor (CPU, memory, disk, network, and NVIDIA GPUs through nvidia-ml-py), on a
+        thread of this process, eva's writer process by default, so training never waits
+        for it. resume: the run had samples before; their steps go on."""
+        if not self.system_interval:
+            return
+        self._unwatch()  # one run at a time
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        # It says at INFO that it started, stopped and found no GPU, on every run.
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+        monitor = SystemMetricsMonitor(
+            self.run_id,
+            sampling_interval=self.system_interval,
+            resume_logging=resume,
+            tracking_uri=self.uri,
+        )
+        monitor.start()
+        self._monitor = monitor
+
+    def _unwatch(self) -> None:
+        """Stop sampling, and take one last sample at the run's end (averaged with one the
+        thread took since its last record): a run shorter than one interval still gets
+        a point.
+
+        Not the monitor's own finish(), which joins its thread with no limit: a sample
+        stuck on a store that does not answer would hold up the run's end for minutes.
+        (Private names: exact to the pinned MLflow 3.17.)
+        """
+        monitor, self._monitor = self._monitor, None
+        if monitor is None:
+            return
+        thread = monitor._process
+        monitor._shutdown_event.set()  # wakes the thread from its wait between samples
+        if thread is not None:
+            thread.join(MONITOR_STOP_WAIT)
+            if thread.is_alive():
+                log.warning("system metrics of run %s: the monitor did not stop", self.run_id)
+                return
+        monitor.collect_metrics()
+        monitor.publish_metrics(monitor.aggregate_metrics())
+        monitor.mlflow_logger.flush()
+
+    def log_datasets(self, datasets: list[dict]) -> None:
+        """The run's data splits (eva.tracking.datasets.describe) as its MLflow inputs, one
+        call: the runs table's Dataset column and the run page show them."""
+        if not self.run_id or not datasets:
+            return
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        inputs = [
+            DatasetInput(dataset_entity(d), tags=[InputTag(MLFLOW_DATASET_CONTEXT, d["context"])])
+            for d in datasets
+        ]
+        with self._timed("start"):
+            self._client.log_inputs(self.run_id, datasets=inputs)
 
     def logged_steps(self, key: str) -> set[int]:
         """Steps at which the run already has metric `key` (a resumed run fills the gaps)."""
@@ -198,6 +279,21 @@ class Tracker(Recording):
 
         with self._timed("final"):
             self._client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+    def log_to(self, run_id: str, metrics: dict[str, float], tags: dict[str, str]) -> None:
+        """Metrics (step 0) and tags on another run of the store, ended or not: a sweep
+        adds what only it knows to its trials' runs (the mean over a trial's seeds)."""
+        if not self.enabled:
+            return
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        with self._timed("final"):
+            self._client.log_batch(
+                run_id,
+                metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                tags=[RunTag(k, v) for k, v in tags.items()],
+            )
 
     def delete_tag(self, key: str) -> None:
         """Remove tag `key` from the run, if it has one."""
@@ -263,15 +359,66 @@ class Tracker(Recording):
         """The URI of the model log_model_soon() sent, once it is logged."""
         return self.model_uri
 
+    def register_model(self, name: str, objective: str, value: float, study: str | None = None):
+        """The model log_model logged, as a new version of registered model `name`, the
+        alias champion moved to it if it scores best (eva.tracking.registry.register).
+        Returns the Registration, or None when this run logged no model."""
+        if not self.run_id or not self.model_uri:
+            return None
+        from eva.tracking.registry import register
+
+        with self._timed("final"):
+            return register(
+                self._client, name, self.model_uri, self.run_id, objective, value, study
+            )
+
     def end(self, status: str, error: str | None = None) -> None:
         if not self.run_id:
             return
         with self._timed("end"):
+            try:
+                self._unwatch()  # before the run ends: its last sample goes in while RUNNING
+            except Exception as e:  # the run must end whatever its monitor does
+                log.warning("system metrics of run %s: %s", self.run_id, e)
             client = self._client
             if error:
                 client.set_tag(self.run_id, "error", error[:MAX_TAG])
             client.set_terminated(self.run_id, status=status)
         log.info("MLflow run %s ended %s", self.run_id, status)
+
+
+def dataset_entity(described: dict):
+    """MLflow's Dataset for one split eva.tracking.datasets.describe described: a local
+    source (its root) or code (a generated dataset), a profile with the number of images,
+    and the schema of its images and labels in MLflow's tensor-spec format."""
+    import json
+
+    import numpy as np
+    from mlflow.data.schema import TensorDatasetSchema
+    from mlflow.entities import Dataset
+    from mlflow.types.schema import Schema, TensorSpec
+
+    if described["source"] == "generated":
+        source_type, source = "code", {"tags": {"generated_by": described["builder"]}}
+    else:
+        source_type, source = "local", {"uri": described["source"]}
+    schema = TensorDatasetSchema(
+        features=Schema([TensorSpec(np.dtype("uint8"), (-1, *described["image_shape"]))]),
+        targets=Schema([TensorSpec(np.dtype("int64"), (-1,))]),
+    )
+    profile = {
+        "num_images": described["size"],
+        "image_shape": described["image_shape"],
+        "num_classes": described["num_classes"],
+    }
+    return Dataset(
+        name=described["name"],
+        digest=described["digest"],
+        source_type=source_type,
+        source=json.dumps(source),
+        schema=json.dumps(schema.to_dict()),
+        profile=json.dumps(profile),
+    )
 
 
 @contextmanager

@@ -5,10 +5,12 @@ Importing MLflow and opening its sqlite store take seconds of pure Python
 thread would not help: the GIL makes the import and the training loop take turns, and
 both get slower. A writer process does them on
 another core while the run starts, then takes every later call from a pipe, in order:
-per-epoch metrics, tags, files, the model, the end. Calls whose answer the run needs
-(run_id, reopen, logged_steps, log_model, end) wait for it; the others return at once,
-and an error in one of them is raised by the run's next waiting call. One writer serves
-every run of a process, one after another. `tracking.process=false` keeps MLflow inline.
+the run's datasets, per-epoch metrics, tags, files, the model, the end. Calls whose answer
+the run needs (run_id, reopen, logged_steps, log_model, register_model, end) wait for it;
+the others return at once, and an error in one of them is raised by the run's next waiting
+call. One writer serves every run of a process, one after another. The system metrics of
+a training run are sampled here too, on a thread of the writer. `tracking.process=false`
+keeps MLflow inline.
 
 The writer runs in a session of its own and ignores Ctrl-C and SIGTERM: signals meant for
 the run reach the run, whose process then ends its MLflow run through the writer. When
@@ -68,10 +70,11 @@ def serve(conn) -> None:
                 raise failed.pop(key)
             tracker = trackers.get(key)
             if method == "open":
-                config, launch_dir = args
+                config, launch_dir, monitor = args
                 wants_model = wants_model or config.get("log_model", False)
                 try:
-                    trackers[key] = Tracker.open(OmegaConf.create(config), Launch(launch_dir))
+                    cfg = OmegaConf.create(config)
+                    trackers[key] = Tracker.open(cfg, Launch(launch_dir), monitor=monitor)
                 finally:
                     resume_gc()
                 answer = None
@@ -202,16 +205,17 @@ class RemoteTracker(Recording):
         self.model_uri: str | None = None
 
     @classmethod
-    def open(cls, tracking_cfg, launch: Launch) -> "RemoteTracker | Tracker":
+    def open(cls, tracking_cfg, launch: Launch, monitor: bool = False) -> "RemoteTracker | Tracker":
         """Tracker.open's contract: a dead server fails here, in seconds; the store and
-        the experiment are prepared by the writer while the run goes on."""
+        the experiment are prepared by the writer while the run goes on. monitor: the
+        machine is sampled by the writer process, which costs training nothing."""
         if not tracking_cfg.enabled:
             return Tracker()
         uri = resolve_uri(tracking_cfg.uri, launch.launch_dir)
         check_reachable(uri, tracking_cfg.timeout)
         tracker = cls(uri, Writer.get())
         config = OmegaConf.to_container(tracking_cfg, resolve=True)
-        tracker._send("open", ({**config, "uri": uri}, str(launch.launch_dir)))
+        tracker._send("open", ({**config, "uri": uri}, str(launch.launch_dir), monitor))
         return tracker
 
     def _send(self, method: str, args: tuple = (), wait: bool = False):
@@ -250,11 +254,17 @@ class RemoteTracker(Recording):
     def logged_steps(self, key: str) -> set[int]:
         return self._send("logged_steps", (key,), wait=True)
 
+    def log_datasets(self, datasets: list[dict]) -> None:
+        self._send("log_datasets", (datasets,))
+
     def log_metrics(self, metrics: dict[str, float], step: int, phase: str = "epochs") -> None:
         self._send("log_metrics", ({k: float(v) for k, v in metrics.items()}, step, phase))
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self._send("set_tags", (tags,))
+
+    def log_to(self, run_id: str, metrics: dict[str, float], tags: dict[str, str]) -> None:
+        self._send("log_to", (run_id, {k: float(v) for k, v in metrics.items()}, tags))
 
     def delete_tag(self, key: str) -> None:
         self._send("delete_tag", (key,))
@@ -274,6 +284,10 @@ class RemoteTracker(Recording):
     def model_logged(self) -> str | None:
         self.model_uri = self._send("model_uri", wait=True)  # after the log_model sent before
         return self.model_uri
+
+    def register_model(self, name: str, objective: str, value: float, study: str | None = None):
+        """Waits for the writer: the caller logs the registry's answer (champion or not)."""
+        return self._send("register_model", (name, objective, float(value), study), wait=True)
 
     def end(self, status: str, error: str | None = None) -> None:
         if self._run_id is None and self.run_id is None:  # no run: nothing to end
