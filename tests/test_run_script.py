@@ -184,3 +184,65 @@ def test_readme_commands_are_the_scripts():
         after = text.split(f"<!-- {marker} -->", 1)[1].lstrip()
         block = after.split("```", 2)[1]
         assert block.split("\n", 1)[1].strip() == command, (marker, block)
+
+
+# --------------------------------------------------------------------------- the browser tests
+
+BROWSER_PACKAGES = ["chromium", "chromium-driver"]  # programs chromium and chromedriver
+
+
+def path_without(box: Path, *programs: str) -> str:
+    """A PATH with this machine's programs except `programs`: links to everything else in
+    /usr/bin and /bin, after box/bin (the stand-ins)."""
+    system = box / "system"
+    system.mkdir()
+    for folder in (Path("/usr/bin"), Path("/bin")):
+        for program in folder.iterdir():
+            target = system / program.name
+            if program.name not in programs and not target.exists():
+                target.symlink_to(program)
+    return f"{box / 'bin'}:{system}"
+
+
+def test_the_browser_for_the_suite_is_named_where_missing(box):
+    venv = fake_venv(box, right_stamp())
+    env = {"EVA_VENV": str(venv), "EVA_PYTHON": sys.executable, **data_env(box)}
+    env["PATH"] = path_without(box, "chromium", "chromedriver")
+    checked = run(["check", "--test"], env)
+    assert checked.returncode == 1, checked.stderr
+    (line,) = [li for li in checked.stderr.splitlines() if li.startswith("missing Debian")]
+    packages = line.split(": ", 1)[1].split(" (", 1)[0].split()
+    assert packages[-2:] == BROWSER_PACKAGES, line
+    assert "apt-get install -y " in line and line.endswith(")"), line
+    # a check without --test asks for no browser: only the suite needs one
+    plain = run(["check"], env)
+    assert plain.returncode == 0, plain.stderr
+    assert "Debian packages: all there" in plain.stderr
+
+
+def test_a_browser_on_path_is_not_installed_again(box):
+    venv = fake_venv(box, right_stamp())
+    env = {"EVA_VENV": str(venv), "EVA_PYTHON": sys.executable, **data_env(box)}
+    for program in ("chromium", "chromedriver"):  # stand-ins: present is all that counts
+        script(box / "bin" / program, "exit 0\n")
+    env["PATH"] = path_without(box, "chromium", "chromedriver")
+    checked = run(["check", "--test"], env)
+    assert not any(p in checked.stderr.split() for p in BROWSER_PACKAGES), checked.stderr
+
+
+def test_setup_for_the_suite_installs_the_browser(box):
+    """./run setup --test hands chromium and chromium-driver to apt-get (through sudo
+    when not root), with the suite's other missing packages."""
+    bin_ = box / "bin"
+    log = box / "root.log"
+    script(bin_ / "apt-get", f'echo apt-get "$*" >>{log}\n')
+    script(bin_ / "sudo", f'echo sudo "$*" >>{log}\nexec "$@"\n')
+    venv = fake_venv(box, right_stamp())
+    env = {"EVA_VENV": str(venv), "EVA_PYTHON": sys.executable, **data_env(box)}
+    env["PATH"] = path_without(box, "chromium", "chromedriver", "sudo", "apt-get")
+    result = run(["setup", "--test"], env)
+    assert result.returncode == 0, result.stderr
+    installs = [c for c in log.read_text().splitlines() if c.startswith("apt-get install")]
+    assert len(installs) == 1, log.read_text()
+    assert installs[0].split()[-2:] == BROWSER_PACKAGES, installs
+    assert "(up to date)" in result.stderr  # eva itself was left alone
