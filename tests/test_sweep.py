@@ -211,6 +211,7 @@ def test_a_sweep_resumes_to_its_total_with_new_params_and_one_parent_run(mlflow_
     assert result["counts"] == {"complete": 6}
     assert result["best_mlflow_run_id"] == best.user_attrs["mlflow_run_id"]
     assert parent.data.metrics["best_value"] == pytest.approx(best.value)
+    assert parent.data.metrics["best_test_acc"] == pytest.approx(best.value)  # its column
     assert parent.data.tags["best_child_run_id"] == best.user_attrs["mlflow_run_id"]
     assert parent.data.params["search.model.dropout"] == "interval(0.0, 0.3)"
 

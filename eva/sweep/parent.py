@@ -92,6 +92,8 @@ class StudyParent:
         metrics = {f"trials_{state}": n for state, n in result["counts"].items()}
         if "best_value" in result:
             metrics["best_value"] = result["best_value"]
+            for name in result.get("objectives", [])[:1]:  # the runs table's column for it
+                metrics[name] = result["best_value"]
         if "best_std" in result:  # repeats: the std over the best trial's seeds
             metrics["best_std"] = result["best_std"]
         self.tracker.log_metrics(metrics, step=result["finished"], phase="final")
