@@ -66,6 +66,18 @@ TINY_CLI = [
     "tracking.log_model=false",  # tests/test_tracking.py covers the logged model
 ]
 
+# A run of seconds, composed in the test's process: 128 synthetic images, a narrow session6.
+TINY_RUN = [
+    "dataset=synthetic",
+    "dataset.train_size=128",
+    "dataset.test_size=64",
+    "model=session6",
+    "model.channels=[8,16,16,16]",
+    "batch_size=32",
+    "progress=false",
+    "report.enabled=false",
+]
+
 # minutes of training: to be interrupted (the whole synthetic split, not debug's subset)
 LONG = ["dataset.train_size=2048", "dataset.train_subset=null", "epochs=50"]
 

@@ -16,6 +16,7 @@ from helpers import (
     LONG,
     REPO,
     TINY_CLI,
+    TINY_RUN,
     experiment_name,
     options_of,
     run_cli,
@@ -33,18 +34,7 @@ from eva.tracking.params import config_params
 
 
 def tiny(compose, *extra):
-    return compose(
-        "dataset=synthetic",
-        "dataset.train_size=128",
-        "dataset.test_size=64",
-        "model=session6",
-        "model.channels=[8,16,16,16]",
-        "batch_size=32",
-        "epochs=1",
-        "progress=false",
-        "report.enabled=false",
-        *extra,
-    )
+    return compose(*TINY_RUN, "epochs=1", *extra)
 
 
 def load_logged_model(tracking_uri: str, model_uri: str, monkeypatch):

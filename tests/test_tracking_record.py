@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from helpers import experiment_name
+from helpers import TINY_RUN, experiment_name
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
@@ -26,20 +26,9 @@ from eva.tracking.datasets import describe
 from eva.tracking.registry import CHAMPION, register
 from eva.tracking.run import Launch, Tracker
 
-TINY = [
-    "dataset=synthetic",
-    "dataset.train_size=128",
-    "dataset.test_size=64",
-    "model=session6",
-    "model.channels=[8,16,16,16]",
-    "batch_size=32",
-    "progress=false",
-    "report.enabled=false",
-]
-
 
 def tiny(*extra: str):
-    cfg = compose_config([*TINY, *extra])
+    cfg = compose_config([*TINY_RUN, *extra])
     validate(cfg)  # fills in the option names, as a run does
     return cfg
 
