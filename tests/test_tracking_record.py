@@ -279,6 +279,24 @@ def test_the_champion_moves_only_to_a_better_score_on_the_same_objective(registe
     assert client.get_model_version(name, "1").tags["study"] == "s"
 
 
+def test_two_registrations_at_once_settle_on_the_better_version(registered):
+    """Versions 2 (0.7) and 3 (0.6) both beat champion 1 (0.5), read before either moved
+    the alias; 3 set it last. Each registration's settle() puts the alias on the best of
+    the champion and the versions from its own up."""
+    from eva.tracking.registry import settle
+
+    client, results = registered["client"], registered["results"]
+    name, uri, run_id = model_name(), results["mlflow_model_uri"], results["mlflow_run_id"]
+    for value in (0.5, 0.7, 0.6):
+        register(client, name, uri, run_id, "best_val_acc", value)
+    client.set_registered_model_alias(name, CHAMPION, "3")  # the worse one's write, last
+    assert settle(client, name, 3) == 3  # version 3 sees nothing better from 3 up ...
+    assert settle(client, name, 2) == 2  # ... version 2 sees itself beat 3, and moves it
+    assert int(client.get_registered_model(name).aliases[CHAMPION]) == 2
+    client.set_registered_model_alias(name, CHAMPION, "1")  # by hand
+    assert settle(client, name, 3) == 3  # 3 beats 1; 2 is older than 3: not a candidate
+
+
 def test_a_sweep_s_deferred_model_is_registered_by_finish_run_with_its_study(trial_run):
     client, name = trial_run["client"], trial_run["name"]
     assert trial_run["left"] == ["model"] and trial_run["registered_before"] == []

@@ -6,7 +6,8 @@ objective's name (best_val_acc with a validation split, else best_test_acc), its
 the direction (maximize), the run id and, for a sweep's trial, the study. The alias
 `champion` goes to the new version when NAME has no champion yet, or when the new version
 scores higher than the champion on the same objective; otherwise it stays where it is (a
-champion set by hand, or one measured on another objective, is never moved).
+champion set by hand, or one measured on another objective, is never moved). Two
+registrations at the same moment settle on the better of them (settle()).
 
     mlflow.pytorch.load_model("models:/NAME@champion")
 
@@ -79,11 +80,31 @@ def register(
     if logged is not None:
         link_logged_model(client, logged, name, version)
     before = champion_of(client, name)
-    champion = before
     if before is None or beats(client.get_model_version(name, str(before)).tags, tags):
         client.set_registered_model_alias(name, CHAMPION, str(version))
-        champion = version
+    champion = settle(client, name, version)
     return Registration(name, version, objective, float(value), champion, before)
+
+
+def settle(client, name: str, version: int) -> int | None:
+    """The champion once registrations made at the same time have all set the alias.
+
+    The registry has no compare-and-set: two versions registered at once can each beat the
+    champion they read, and the worse one may set the alias last. So each registration
+    looks again after setting it: the champion now against every version numbered from its
+    own up (the ones registered meanwhile), and the best of those holds the alias. Versions
+    older than its own are left out, so a champion chosen by hand is still only moved by a
+    newer, better version. What is left of the race is one read and one write apart."""
+    now = champion_of(client, name)
+    if now is None:
+        return None
+    best, best_tags = now, client.get_model_version(name, str(now)).tags
+    for other in client.search_model_versions(f"name='{name}'"):
+        if int(other.version) >= version and beats(best_tags, other.tags):
+            best, best_tags = int(other.version), other.tags
+    if best != now:
+        client.set_registered_model_alias(name, CHAMPION, str(best))
+    return best
 
 
 def ensure_registered(client, name: str) -> None:
@@ -124,12 +145,15 @@ def champion_of(client, name: str) -> int | None:
 def beats(champion_tags: dict, new_tags: dict) -> bool:
     """Does a version tagged new_tags score better than the champion? Only on the same
     objective, with the champion's value readable; a tie keeps the champion."""
-    if champion_tags.get("objective") != new_tags["objective"]:
+    if new_tags.get("objective") is None or champion_tags.get("objective") != new_tags["objective"]:
         return False
-    if champion_tags.get("direction", DIRECTION) != DIRECTION:
+    if DIRECTION != champion_tags.get("direction", DIRECTION) or DIRECTION != new_tags.get(
+        "direction", DIRECTION
+    ):
         return False
     try:
         current = float(champion_tags["objective_value"])
+        new = float(new_tags["objective_value"])
     except (KeyError, ValueError):
         return False
-    return float(new_tags["objective_value"]) > current
+    return new > current
