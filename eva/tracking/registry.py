@@ -80,9 +80,9 @@ def register(
     if logged is not None:
         link_logged_model(client, logged, name, version)
     before = champion_of(client, name)
-    if before is None or beats(client.get_model_version(name, str(before)).tags, tags):
+    if before is None:
         client.set_registered_model_alias(name, CHAMPION, str(version))
-    champion = settle(client, name, version)
+    champion = settle(client, name, version)  # this version is one of settle's candidates
     return Registration(name, version, objective, float(value), champion, before)
 
 
@@ -147,9 +147,8 @@ def beats(champion_tags: dict, new_tags: dict) -> bool:
     objective, with the champion's value readable; a tie keeps the champion."""
     if new_tags.get("objective") is None or champion_tags.get("objective") != new_tags["objective"]:
         return False
-    if DIRECTION != champion_tags.get("direction", DIRECTION) or DIRECTION != new_tags.get(
-        "direction", DIRECTION
-    ):
+    directions = {tags.get("direction", DIRECTION) for tags in (champion_tags, new_tags)}
+    if directions != {DIRECTION}:
         return False
     try:
         current = float(champion_tags["objective_value"])
